@@ -1,0 +1,84 @@
+"""Quickstart: the built-in radio simulator, a small causal transformer, 2 minutes on 2 CPU cores.
+
+Every field can be overridden on the command line, e.g. ``--config.train.steps=500``.
+"""
+
+from ml_collections import ConfigDict
+
+
+def get_config() -> ConfigDict:
+    c = ConfigDict()
+    c.seed = 0
+
+    c.data = ConfigDict()
+    c.data.source = "simulator"  # or a prepared event table: see configs/spotify_sessions.py
+    c.data.path = ""
+    c.data.options = ConfigDict()  # adapter options for real sources
+    c.data.feedback_types = ("thumbs_up", "play", "skip", "thumbs_down")
+    c.data.window = 5  # leave-last-out: events per test window (and per validation window)
+    c.data.max_len = 50  # L: input tokens per example
+    c.data.max_explicit = 8  # M: explicit negatives kept per position
+    c.data.simulator = ConfigDict()
+    s = c.data.simulator
+    s.num_users = 3000
+    s.num_items = 2000
+    s.num_genres = 20
+    s.latent_dim = 16
+    s.contexts_per_user = 2
+    s.events_per_context = (20, 60)
+    s.feedback_proportions = ConfigDict(
+        dict(thumbs_up=0.15, play=0.40, skip=0.35, thumbs_down=0.10)
+    )
+    s.noise = 0.5
+    s.taste_weight = 2.0
+    s.quality_weight = 0.5
+    s.pickiness = 0.5
+    s.station_focus = 0.8
+    s.popularity_exponent = 0.8
+
+    # Roles of each feedback type: input token, positive target, explicit negative target.
+    c.feedback = ConfigDict()
+    c.feedback.input = ("thumbs_up", "play", "skip", "thumbs_down")
+    c.feedback.positive = ("thumbs_up", "play")
+    c.feedback.negative = ("skip", "thumbs_down")
+
+    c.model = ConfigDict()
+    c.model.width = 64
+    c.model.depth = 2
+    c.model.heads = 2
+    c.model.mlp_ratio = 4
+    c.model.dropout = 0.1
+    c.model.causal = True
+    c.model.shared_embeddings = True
+    c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
+    c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
+
+    c.loss = ConfigDict()
+    c.loss.type = "softmax"  # "softmax" or "bce"
+    c.loss.num_random_negatives = 128  # K uniform random negatives, shared by a batch
+    c.loss.explicit_negatives = True  # thumbs-down / skips of the position join the negatives
+    c.loss.explicit_weight = 1.0
+
+    c.optim = ConfigDict()
+    c.optim.learning_rate = 2e-3
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 0.01
+    c.optim.b2 = 0.98
+    c.optim.grad_clip = 1.0
+
+    c.train = ConfigDict()
+    c.train.batch_size = 128
+    c.train.steps = 600
+    c.train.log_every = 100
+    c.train.eval_every = 200
+    c.train.checkpoint_every = 200
+    c.train.keep_checkpoints = 2
+
+    c.eval = ConfigDict()
+    c.eval.batch_size = 512
+    c.eval.k = 10
+    c.eval.filter_seen = False  # music repeats: a seen song may be the right next one
+
+    c.mesh = ConfigDict()
+    c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices
+    return c

@@ -1,0 +1,117 @@
+"""The ``jaxrec`` command line.
+
+    jaxrec train    [--config FILE] --workdir DIR [--config.a.b=value ...]
+    jaxrec eval     --workdir DIR [--split test|valid]
+    jaxrec simulate --out DIR [--config FILE] [--config.data.simulator.x=value ...]
+
+Configs are plain-Python files with ``get_config()`` (ml_collections); any field can be
+overridden as ``--config.a.b=value``. Without ``--config``, the quickstart config is used.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from absl import flags
+from ml_collections import ConfigDict, config_flags
+
+import configs
+
+DEFAULT_CONFIG = str(Path(configs.__file__).parent / "quickstart.py")
+
+
+def _parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], config: bool = True):
+    """Parses ``argv`` into a fresh FlagValues (no global flag state)."""
+    fv = flags.FlagValues()
+    if config:
+        # config_flags pre-scans argv to register the --config.a.b overrides.
+        config_flags.DEFINE_config_file(
+            "config", DEFAULT_CONFIG, "config file", flag_values=fv, sys_argv=["jaxrec", *argv]
+        )
+    define(fv)
+    try:
+        rest = fv(["jaxrec", *argv])
+    except flags.Error as e:
+        raise SystemExit(f"jaxrec: {e}") from None
+    if len(rest) > 1:
+        raise SystemExit(f"jaxrec: unexpected arguments {rest[1:]}")
+    return fv
+
+
+def cmd_train(argv: Sequence[str]) -> None:
+    def define(f):
+        flags.DEFINE_string(
+            "workdir", None, "output dir (shared by all hosts)", flag_values=f, required=True
+        )
+        flags.DEFINE_bool(
+            "distributed", False, "multi-host: call jax.distributed.initialize()", flag_values=f
+        )
+
+    fv = _parse(argv, define)
+    if fv.distributed:
+        import jax
+
+        jax.distributed.initialize()  # TPU VMs and SLURM/GKE clusters configure themselves
+    from jaxrec.train import train
+
+    train(fv.config, fv.workdir, progress=sys.stderr.isatty())
+
+
+def cmd_eval(argv: Sequence[str]) -> None:
+    def define(f):
+        flags.DEFINE_string("workdir", None, "dir of a training run", flag_values=f, required=True)
+        flags.DEFINE_enum("split", "test", ["test", "valid"], "split", flag_values=f)
+
+    fv = _parse(argv, define, config=False)
+    path = Path(fv.workdir) / "config.json"
+    if not path.exists():
+        raise SystemExit(f"jaxrec eval: {path} not found; is {fv.workdir} a training workdir?")
+    from jaxrec.train import evaluate
+
+    evaluate(ConfigDict(json.loads(path.read_text())), fv.workdir, fv.split)
+
+
+def cmd_simulate(argv: Sequence[str]) -> None:
+    fv = _parse(
+        argv, lambda f: flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
+    )
+    from jaxrec.data import events, simulator
+
+    cfg = fv.config
+    table = simulator.simulate(cfg.data.simulator, int(cfg.seed))
+    path = Path(fv.out) / "events.parquet"
+    events.write_parquet(table, path)
+    counts = table.group_by("feedback").aggregate([("feedback", "count")]).to_pydict()
+    print(f"wrote {table.num_rows} events to {path}")
+    for name, n in sorted(zip(counts["feedback"], counts["feedback_count"], strict=True)):
+        print(f"feedback.{name}: {n}")
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``jaxrec`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"jaxrec: unknown command {argv[0]!r}; one of {sorted(COMMANDS)}")
+        return
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except ValueError as e:
+        if str(e).startswith("config.") or "config." in str(e):
+            raise SystemExit(f"jaxrec {argv[0]}: {e}") from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

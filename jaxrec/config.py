@@ -1,0 +1,73 @@
+"""Config checks that fail at start, naming the field, before any data is read or compiled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxrec.data import simulator
+from jaxrec.losses import LOSS_TYPES
+
+
+def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
+    value = cfg
+    for part in path.split("."):
+        value = value[part]
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"config.{path}: must be an integer >= {minimum}, got {value!r}")
+
+
+def validate_config(cfg: Any) -> None:
+    """Raises ValueError naming the first bad field of a training config."""
+    for path in (
+        "data.window",
+        "data.max_explicit",
+        "model.width",
+        "model.depth",
+        "model.heads",
+        "model.mlp_ratio",
+        "train.batch_size",
+        "train.steps",
+        "train.log_every",
+        "train.eval_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "eval.batch_size",
+        "eval.k",
+    ):
+        _positive_int(cfg, path)
+    _positive_int(cfg, "data.max_len", 2)
+    _positive_int(cfg, "loss.num_random_negatives", 0)
+    types = tuple(cfg.data.feedback_types)
+    if cfg.data.source == "simulator":
+        simulator.validate(cfg.data.simulator)
+        types = simulator.FEEDBACK_TYPES
+    if len(set(types)) != len(types) or not types:
+        raise ValueError(f"config.data.feedback_types: must be distinct names, got {types}")
+    for role in ("input", "positive", "negative"):
+        unknown = [t for t in cfg.feedback[role] if t not in types]
+        if unknown:
+            raise ValueError(
+                f"config.feedback.{role}: unknown feedback type(s) {unknown}; known: {list(types)}"
+            )
+    if cfg.loss.type not in LOSS_TYPES:
+        raise ValueError(
+            f"config.loss.type: unknown {cfg.loss.type!r}; expected one of {LOSS_TYPES}"
+        )
+    if cfg.loss.num_random_negatives == 0 and not cfg.loss.explicit_negatives:
+        raise ValueError(
+            "config.loss.num_random_negatives: is 0 and config.loss.explicit_negatives is off: "
+            "the loss would have no negatives"
+        )
+    if float(cfg.loss.explicit_weight) < 0:
+        raise ValueError(
+            f"config.loss.explicit_weight: must be >= 0, got {cfg.loss.explicit_weight}"
+        )
+    if not 0.0 <= float(cfg.model.dropout) < 1.0:
+        raise ValueError(f"config.model.dropout: must be in [0, 1), got {cfg.model.dropout}")
+    if cfg.model.width % cfg.model.heads:
+        raise ValueError(
+            f"config.model.width: {cfg.model.width} is not divisible by config.model.heads "
+            f"({cfg.model.heads})"
+        )
+    if float(cfg.optim.learning_rate) <= 0:
+        raise ValueError(f"config.optim.learning_rate: must be > 0, got {cfg.optim.learning_rate}")

@@ -1,0 +1,301 @@
+"""From events to fixed-shape training examples and evaluation sets.
+
+A sequence is one (user, context) pair's events in time order. Each feedback type has roles
+(config ``feedback``): it may be an *input* token, a *positive* target, an explicit *negative*
+target, any mix of these, or none (ignored).
+
+Split (leave-last-out per context): the last ``window`` events of a sequence form its test
+window, the ``window`` events before them its validation window, and the rest is for training.
+A window is scored from the history before it, so nothing in or after a window is ever seen.
+
+Training example rows are the input tokens of the training part. At input position t the
+target is the next positive event after t, and the explicit negatives are the negative events
+strictly between t and that positive (nearest first, at most M), all within the same sequence's
+training part: nothing from another context, the future windows or beyond the next positive.
+Arrays are padded on the left, so the last slot holds the newest token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxrec.data.events import Events
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Roles:
+    """Boolean masks over feedback-type indices."""
+
+    input_T: np.ndarray
+    positive_T: np.ndarray
+    negative_T: np.ndarray
+
+    @classmethod
+    def from_config(cls, feedback_types: tuple[str, ...], cfg: Any) -> Roles:
+        """Builds roles from ``config.feedback`` (lists of type names), checking every name."""
+        masks = {}
+        for role in ("input", "positive", "negative"):
+            names = tuple(cfg[role])
+            unknown = [n for n in names if n not in feedback_types]
+            if unknown:
+                raise ValueError(
+                    f"config.feedback.{role}: unknown feedback type(s) {unknown}; "
+                    f"this data has {list(feedback_types)}"
+                )
+            masks[role] = np.array([t in names for t in feedback_types], dtype=bool)
+        if not masks["positive"].any():
+            raise ValueError(
+                "config.feedback.positive: at least one feedback type must be positive"
+            )
+        if not masks["input"].any():
+            raise ValueError("config.feedback.input: at least one feedback type must be an input")
+        both = [
+            t
+            for t, p, n in zip(feedback_types, masks["positive"], masks["negative"], strict=True)
+            if p and n
+        ]
+        if both:
+            raise ValueError(f"config.feedback: {both} cannot be both positive and negative")
+        return cls(masks["input"], masks["positive"], masks["negative"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Fixed-shape training examples: E examples of L positions, M explicit negatives."""
+
+    items_ExL: np.ndarray  # int32 input item ids, 0 = padding
+    feedback_ExL: np.ndarray  # int32 feedback-type index + 1, 0 = padding
+    positives_ExL: np.ndarray  # int32 next positive item, 0 = no target
+    explicit_ExLxM: np.ndarray  # int32 explicit negative items, 0 = padding
+    explicit_type_ExLxM: np.ndarray  # int32 their feedback-type index
+    report: dict[str, int]
+
+    def __len__(self) -> int:
+        return int(self.items_ExL.shape[0])
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "items": self.items_ExL[idx],
+            "feedback": self.feedback_ExL[idx],
+            "positives": self.positives_ExL[idx],
+            "explicit": self.explicit_ExLxM[idx],
+            "explicit_type": self.explicit_type_ExLxM[idx],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """One window per sequence, with the history before it (N sequences, W window slots)."""
+
+    user_N: np.ndarray  # int32
+    context_N: np.ndarray  # int32
+    items_NxL: np.ndarray  # history input tokens, left-padded
+    feedback_NxL: np.ndarray
+    window_items_NxW: np.ndarray  # held-out events, 0 = padding
+    window_label_NxW: np.ndarray  # int8: +1 positive, -1 explicit negative, 0 neither
+    window_type_NxW: np.ndarray  # int32 feedback-type index
+    seen_items: tuple[np.ndarray, np.ndarray]  # CSR (offsets [N+1], item ids) of history items
+
+    def __len__(self) -> int:
+        return int(self.user_N.shape[0])
+
+    @property
+    def covered_N(self) -> np.ndarray:
+        """Sequences whose history holds at least one input token."""
+        return (self.items_NxL > 0).any(axis=1)
+
+
+def split_labels(events: Events, window: int) -> np.ndarray:
+    """0 train, 1 valid, 2 test for every event (leave-last-out per context)."""
+    if window < 1:
+        raise ValueError(f"config.data.window: must be >= 1, got {window}")
+    ctx = events.context
+    n = len(ctx)
+    starts = np.flatnonzero(np.r_[True, ctx[1:] != ctx[:-1]]) if n else np.zeros(0, np.int64)
+    lengths = np.diff(np.r_[starts, n])
+    ends = np.repeat(starts + lengths, lengths)
+    from_end = ends - 1 - np.arange(n)
+    return np.where(from_end < window, 2, np.where(from_end < 2 * window, 1, 0)).astype(np.int8)
+
+
+def _segment_starts(seg: np.ndarray) -> np.ndarray:
+    """Start index of each element's run of equal ``seg`` values."""
+    n = len(seg)
+    first = np.r_[True, seg[1:] != seg[:-1]] if n else np.zeros(0, bool)
+    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+
+def _rank_from_end(seg: np.ndarray) -> np.ndarray:
+    """0 for the last element of each run of equal ``seg`` values, 1 for the one before..."""
+    n = len(seg)
+    last = np.r_[seg[1:] != seg[:-1], True] if n else np.zeros(0, bool)
+    ends = np.minimum.accumulate(np.where(last, np.arange(n), n)[::-1])[::-1]
+    return ends - np.arange(n)
+
+
+def build_examples(
+    events: Events, roles: Roles, labels: np.ndarray, max_len: int, max_explicit: int
+) -> Examples:
+    """Training examples from the events labelled 0 (train)."""
+    if max_len < 2:
+        raise ValueError(f"config.data.max_len: must be >= 2, got {max_len}")
+    if max_explicit < 1:
+        raise ValueError(f"config.data.max_explicit: must be >= 1, got {max_explicit}")
+    keep = labels == 0
+    ctx, item, fb = events.context[keep], events.item[keep], events.feedback[keep].astype(np.int64)
+    n = len(ctx)
+    idx = np.arange(n)
+    is_input, is_pos, is_neg = roles.input_T[fb], roles.positive_T[fb], roles.negative_T[fb]
+    seq_end = idx + _rank_from_end(ctx) + 1  # exclusive end of each event's sequence
+
+    pos_idx = np.flatnonzero(is_pos)
+    nxt = np.searchsorted(pos_idx, idx, side="right")
+    next_pos = np.where(nxt < len(pos_idx), pos_idx[np.minimum(nxt, len(pos_idx) - 1)], n)
+    next_pos = np.where(next_pos < seq_end, next_pos, seq_end)  # never cross into another context
+    has_target = next_pos < seq_end
+    target = np.where(has_target, item[np.minimum(next_pos, n - 1)], 0)
+
+    neg_idx = np.flatnonzero(is_neg)
+    lo = np.searchsorted(neg_idx, idx, side="right")
+    hi = np.searchsorted(neg_idx, next_pos, side="left")
+    n_neg = hi - lo
+    slot = np.arange(max_explicit)
+    take = lo[:, None] + slot[None, :]
+    valid = slot[None, :] < n_neg[:, None]
+    safe = neg_idx[np.minimum(take, max(len(neg_idx) - 1, 0))] if len(neg_idx) else take * 0
+    explicit = np.where(valid, item[safe] if n else 0, 0)
+    explicit_type = np.where(valid, fb[safe] if n else 0, 0)
+
+    # Input rows, chunked from the newest backwards into examples of max_len.
+    rows = np.flatnonzero(is_input)
+    r_ctx = ctx[rows]
+    k = _rank_from_end(r_ctx)
+    chunk = k // max_len
+    seq_first = np.r_[True, r_ctx[1:] != r_ctx[:-1]] if len(rows) else np.zeros(0, bool)
+    chunks_per_seq = chunk[seq_first] + 1 if len(rows) else np.zeros(0, np.int64)
+    offsets = np.cumsum(np.r_[0, chunks_per_seq[:-1]]) if len(rows) else chunks_per_seq
+    seq_no = np.cumsum(seq_first) - 1
+    example = offsets[seq_no] + chunk if len(rows) else rows
+    pos = max_len - 1 - (k % max_len)
+    num_examples = int(chunks_per_seq.sum())
+
+    shape = (num_examples, max_len)
+    out_items = np.zeros(shape, np.int32)
+    out_fb = np.zeros(shape, np.int32)
+    out_pos = np.zeros(shape, np.int32)
+    out_exp = np.zeros((*shape, max_explicit), np.int32)
+    out_exp_t = np.zeros((*shape, max_explicit), np.int32)
+    out_items[example, pos] = item[rows]
+    out_fb[example, pos] = fb[rows] + 1
+    out_pos[example, pos] = target[rows]
+    out_exp[example, pos] = explicit[rows]
+    out_exp_t[example, pos] = explicit_type[rows]
+
+    useful = (out_pos > 0).any(axis=1)
+    report = {
+        "train_events": int(n),
+        "input_tokens": int(len(rows)),
+        "targets": int((out_pos > 0).sum()),
+        "explicit_negatives": int((out_exp > 0).sum()),
+        "explicit_negatives_truncated": int(np.maximum(n_neg[rows] - max_explicit, 0).sum()),
+        "examples": int(useful.sum()),
+        "examples_without_target_skipped": int((~useful).sum()),
+    }
+    return Examples(
+        out_items[useful],
+        out_fb[useful],
+        out_pos[useful],
+        out_exp[useful],
+        out_exp_t[useful],
+        report,
+    )
+
+
+def build_eval_set(
+    events: Events, roles: Roles, labels: np.ndarray, split: int, max_len: int, window: int
+) -> EvalSet:
+    """The ``split`` (1 valid, 2 test) window of every sequence, with the history before it.
+
+    The history is every input-role event before the window (training part and, for test, the
+    validation window too), so validation and test see exactly what a deployed model would.
+    """
+    in_window = labels == split
+    before = labels < split
+    fb = events.feedback.astype(np.int64)
+    ctx = events.context
+    w_idx = np.flatnonzero(in_window)
+    w_ctx = ctx[w_idx]
+    seqs, first_in = np.unique(w_ctx, return_index=True)
+    n = len(seqs)
+    slot = np.arange(len(w_idx)) - first_in[np.searchsorted(seqs, w_ctx)]
+    row = np.searchsorted(seqs, w_ctx)
+    win_items = np.zeros((n, window), np.int32)
+    win_label = np.zeros((n, window), np.int8)
+    win_type = np.zeros((n, window), np.int32)
+    win_items[row, slot] = events.item[w_idx]
+    w_fb = fb[w_idx]
+    win_label[row, slot] = np.where(
+        roles.positive_T[w_fb], 1, np.where(roles.negative_T[w_fb], -1, 0)
+    )
+    win_type[row, slot] = w_fb
+
+    h_idx = np.flatnonzero(before & roles.input_T[fb] & np.isin(ctx, seqs))
+    h_ctx = ctx[h_idx]
+    k = _rank_from_end(h_ctx)
+    keep = k < max_len
+    h_row = np.searchsorted(seqs, h_ctx)
+    hist_items = np.zeros((n, max_len), np.int32)
+    hist_fb = np.zeros((n, max_len), np.int32)
+    hist_items[h_row[keep], max_len - 1 - k[keep]] = events.item[h_idx[keep]]
+    hist_fb[h_row[keep], max_len - 1 - k[keep]] = fb[h_idx[keep]] + 1
+
+    # Every item the sequence met before the window (any feedback), for optional filtering.
+    s_idx = np.flatnonzero(before & np.isin(ctx, seqs))
+    s_row = np.searchsorted(seqs, ctx[s_idx])
+    s_off = np.r_[0, np.cumsum(np.bincount(s_row, minlength=n))]
+    user = events.user[w_idx[first_in]] if n else np.zeros(0, np.int32)
+    return EvalSet(
+        user.astype(np.int32),
+        seqs.astype(np.int32),
+        hist_items,
+        hist_fb,
+        win_items,
+        win_label,
+        win_type,
+        (s_off, events.item[s_idx]),
+    )
+
+
+class BatchSampler:
+    """Stateless, seeded batches: batch ``step`` is a pure function of (seed, step).
+
+    Each epoch is a fresh permutation of the examples, so resuming at step s after a crash
+    yields exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, examples: Examples, batch_size: int, seed: int):
+        if len(examples) < batch_size:
+            raise ValueError(
+                f"config.train.batch_size: {batch_size} exceeds the {len(examples)} training "
+                "examples; lower it or use more data"
+            )
+        self.examples = examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = len(examples) // batch_size
+        self._epoch, self._perm = -1, None
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch, self._perm = epoch, rng.permutation(len(self.examples))
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        return self.examples.take(self.batch_indices(step))

@@ -1,0 +1,42 @@
+"""Metrics as pure numpy functions of scores, labels and ranks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pairwise_accuracy(scores_NxW: np.ndarray, labels_NxW: np.ndarray) -> dict[str, float]:
+    """How often a positive outscores an explicit negative of the same window (ties half).
+
+    ``labels``: +1 positive, -1 explicit negative, 0 neither. Pairs are only formed within a
+    row (one context's held-out window). ``micro`` averages over all pairs, ``per_context``
+    over the rows that have at least one pair.
+    """
+    pos = labels_NxW == 1
+    neg = labels_NxW == -1
+    s_pos = scores_NxW[:, :, None]
+    s_neg = scores_NxW[:, None, :]
+    pair = pos[:, :, None] & neg[:, None, :]
+    wins = np.where(pair, (s_pos > s_neg) + 0.5 * (s_pos == s_neg), 0.0).sum(axis=(1, 2))
+    pairs = pair.sum(axis=(1, 2))
+    has = pairs > 0
+    return {
+        "micro": float(wins.sum() / pairs.sum()) if pairs.sum() else float("nan"),
+        "per_context": float((wins[has] / pairs[has]).mean()) if has.any() else float("nan"),
+        "pairs": int(pairs.sum()),
+        "contexts": int(has.sum()),
+    }
+
+
+def rank_metrics(ranks_N: np.ndarray, k: int) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR of 0-based ranks (one relevant item per query)."""
+    ranks = np.asarray(ranks_N, dtype=np.float64)
+    if ranks.size == 0:
+        nan = float("nan")
+        return {f"hr@{k}": nan, f"ndcg@{k}": nan, "mrr": nan}
+    hit = ranks < k
+    return {
+        f"hr@{k}": float(hit.mean()),
+        f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+        "mrr": float((1.0 / (ranks + 1.0)).mean()),
+    }

@@ -1,0 +1,48 @@
+"""The one inference path: history -> query vector -> item scores. Used by evaluation,
+recommendation and export alike, so that what is measured is what is served."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrec.model import SequenceModel
+
+
+def user_query(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Array) -> jax.Array:
+    """The query vector ``[B, D]`` of each history: the model's output at the newest slot.
+
+    Histories are left-padded, so the newest token is always in the last slot.
+    """
+    return model(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+
+
+def score_items(query_BxD: jax.Array, table_VxD: jax.Array, items_BxW: jax.Array) -> jax.Array:
+    """Scores ``[B, W]`` of chosen items (id 0, padding, scores -inf)."""
+    s = jnp.einsum("bd,bwd->bw", query_BxD, table_VxD[items_BxW])
+    return jnp.where(items_BxW > 0, s, -jnp.inf)
+
+
+def catalog_scores(
+    query_BxD: jax.Array, table_VxD: jax.Array, exclude_BxS: jax.Array | None = None
+):
+    """Scores ``[B, V+1]`` over the whole catalog; padding and excluded items score -inf."""
+    s = query_BxD @ table_VxD.T
+    s = s.at[:, 0].set(-jnp.inf)
+    if exclude_BxS is not None:
+        rows = jnp.arange(s.shape[0])[:, None]
+        s = s.at[rows, exclude_BxS].set(-jnp.inf)  # id 0 in the padding of exclude is -inf already
+    return s
+
+
+def target_ranks(scores_BxV: jax.Array, target_B: jax.Array) -> jax.Array:
+    """0-based rank of each target among all items; ties count against the target."""
+    t = jnp.take_along_axis(scores_BxV, target_B[:, None], axis=1)
+    higher_or_tied = (scores_BxV >= t).sum(axis=1) - 1
+    return higher_or_tied
+
+
+def top_k(query_BxD: jax.Array, table_VxD: jax.Array, k: int, exclude_BxS: jax.Array | None = None):
+    """The ``k`` best items (ids, scores) per query."""
+    scores, ids = jax.lax.top_k(catalog_scores(query_BxD, table_VxD, exclude_BxS), k)
+    return ids, scores

@@ -1,0 +1,141 @@
+"""The mixed-feedback sequence transformer (Flax NNX).
+
+Each input token is item embedding + feedback-type embedding + position embedding; pre-norm
+transformer blocks turn the sequence into one query vector per position, and a query's score for
+an item is its dot product with that item's output embedding. Causal (SASRec) attention by
+default. Parameters carry logical sharding annotations for a ``('data', 'model')`` mesh: embedding
+rows and MLP/attention hidden units split over ``model``, the batch over ``data``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+MODEL_AXIS = "model"
+
+
+def _dense(din: int, dout: int, shard_in: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+    spec = (MODEL_AXIS, None) if shard_in else (None, MODEL_AXIS)
+    bias_spec = (None,) if shard_in else (MODEL_AXIS,)
+    return nnx.Linear(
+        din,
+        dout,
+        dtype=dtype,
+        rngs=rngs,
+        kernel_init=nnx.with_partitioning(nnx.initializers.xavier_uniform(), spec),
+        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), bias_spec),
+    )
+
+
+class Block(nnx.Module):
+    """Pre-norm self-attention + MLP block."""
+
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: int, dropout: float, dtype, rngs: nnx.Rngs
+    ):
+        if width % heads:
+            raise ValueError(
+                f"config.model.width ({width}) must be divisible by config.model.heads ({heads})"
+            )
+        self.heads = heads
+        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        self.qkv = _dense(width, 3 * width, False, rngs, dtype)
+        self.out = _dense(width, width, True, rngs, dtype)
+        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.mlp_in = _dense(width, mlp_ratio * width, False, rngs, dtype)
+        self.mlp_out = _dense(mlp_ratio * width, width, True, rngs, dtype)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x_BxLxD, mask_Bx1xLxL, rngs: nnx.Rngs | None, deterministic: bool):
+        b, length, d = x_BxLxD.shape
+        h = self.norm1(x_BxLxD)
+        qkv = self.qkv(h).reshape(b, length, 3, self.heads, d // self.heads)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        att = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
+        att = self.out(att.reshape(b, length, d))
+        x_BxLxD = x_BxLxD + self.dropout(att, deterministic=deterministic, rngs=rngs)
+        h = self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x_BxLxD))))
+        return x_BxLxD + self.dropout(h, deterministic=deterministic, rngs=rngs)
+
+
+class SequenceModel(nnx.Module):
+    """Transformer over (item, feedback-type) tokens; item 0 and feedback 0 are padding."""
+
+    def __init__(
+        self, cfg: Any, num_items: int, num_feedback_types: int, max_len: int, rngs: nnx.Rngs
+    ):
+        width = int(cfg.width)
+        self.num_items = num_items
+        # Rows padded to a multiple of the vocabulary multiple, so the table splits evenly over
+        # the ``model`` axis (and tiles well on TPU); the padding rows are never scored.
+        multiple = int(cfg.get("vocab_multiple", 128))
+        rows = -(-(num_items + 1) // multiple) * multiple
+        self.causal = bool(cfg.causal)
+        self.dtype = jnp.dtype(cfg.dtype)
+        emb = nnx.initializers.normal(stddev=0.02)
+        self.item_embed = nnx.Embed(
+            rows, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None))
+        )
+        self.feedback_embed = nnx.Embed(
+            num_feedback_types + 1,
+            width,
+            rngs=rngs,
+            embedding_init=nnx.with_partitioning(emb, (None, None)),
+        )
+        self.pos_embed = nnx.Embed(
+            max_len, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (None, None))
+        )
+        self.output_embed = None
+        if not cfg.shared_embeddings:
+            self.output_embed = nnx.Embed(
+                rows,
+                width,
+                rngs=rngs,
+                embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None)),
+            )
+        self.blocks = nnx.List(
+            [
+                Block(
+                    width, int(cfg.heads), int(cfg.mlp_ratio), float(cfg.dropout), self.dtype, rngs
+                )
+                for _ in range(int(cfg.depth))
+            ]
+        )
+        self.final_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.embed_dropout = nnx.Dropout(float(cfg.dropout))
+
+    def __call__(
+        self,
+        items_BxL: jax.Array,
+        feedback_BxL: jax.Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Query vectors ``[B, L, D]``: position t summarises tokens <= t (causal mode)."""
+        length = items_BxL.shape[1]
+        x = self.item_embed(items_BxL) + self.feedback_embed(feedback_BxL)
+        x = x + self.pos_embed(jnp.arange(length))[None]
+        x = self.embed_dropout(x.astype(self.dtype), deterministic=deterministic, rngs=rngs)
+        valid_BxL = items_BxL > 0
+        mask = valid_BxL[:, None, None, :]
+        if self.causal:
+            mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+        # Every query may see itself, so padded rows never attend to nothing (no NaNs).
+        mask = mask | jnp.eye(length, dtype=bool)[None, None]
+        for block in self.blocks:
+            x = block(x, mask, rngs, deterministic)
+        return self.final_norm(x).astype(jnp.float32)
+
+    def item_table(self) -> jax.Array:
+        """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended)."""
+        table = self.output_embed if self.output_embed is not None else self.item_embed
+        return table.embedding[: self.num_items + 1]
+
+    def feedback_table(self) -> jax.Array:
+        """Learned feedback-type embeddings ``[T + 1, D]`` (row 0 is padding), for analysis."""
+        return self.feedback_embed.embedding[...]

@@ -1,0 +1,54 @@
+"""Device mesh and shardings: data parallel over ``data``, model parallel over ``model``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+AXES = ("data", "model")
+
+
+def make_mesh(cfg: Any) -> jax.sharding.Mesh:
+    """Builds the mesh from ``config.mesh.shape`` (one entry may be -1: all remaining devices).
+
+    Axes use Auto types so that XLA propagates shardings pjit-style through gathers.
+    """
+    shape = [int(s) for s in cfg.shape]
+    if len(shape) != len(AXES):
+        raise ValueError(f"config.mesh.shape: need {len(AXES)} entries {AXES}, got {shape}")
+    n = jax.device_count()
+    if shape.count(-1) > 1:
+        raise ValueError(f"config.mesh.shape: at most one -1, got {shape}")
+    if -1 in shape:
+        rest = int(np.prod([s for s in shape if s != -1]))
+        if rest <= 0 or n % rest:
+            raise ValueError(f"config.mesh.shape: {shape} does not divide {n} devices")
+        shape[shape.index(-1)] = n // rest
+    if int(np.prod(shape)) != n or min(shape) < 1:
+        raise ValueError(
+            f"config.mesh.shape: {shape} needs {int(np.prod(shape))} devices, have {n}"
+        )
+    return jax.make_mesh(tuple(shape), AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """Leading (batch) dimension split over ``data``, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Places a host batch on the mesh, split along the batch axis.
+
+    On several hosts each process passes its own slice of the global batch.
+    """
+    sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

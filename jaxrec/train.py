@@ -1,0 +1,296 @@
+"""The training loop: composes data, model, losses, sharding, evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from jaxrec import checkpoint, sharding
+from jaxrec.config import validate_config
+from jaxrec.data import load_events
+from jaxrec.data.events import Events
+from jaxrec.data.sequences import (
+    BatchSampler,
+    EvalSet,
+    Examples,
+    Roles,
+    build_eval_set,
+    build_examples,
+    split_labels,
+)
+from jaxrec.eval.evaluator import Evaluator
+from jaxrec.losses import LossTargets, compute_loss
+from jaxrec.model import SequenceModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    events: Events
+    roles: Roles
+    train: Examples
+    valid: EvalSet
+    test: EvalSet
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "events": self.events.num_events,
+            "users": self.events.num_users,
+            "contexts": self.events.num_contexts,
+            "items": self.events.num_items,
+            "feedback": self.events.feedback_counts(),
+            **self.train.report,
+            "valid_sequences": len(self.valid),
+            "test_sequences": len(self.test),
+        }
+
+
+def prepare_data(cfg: Any) -> Data:
+    """Events -> roles -> leave-last-out split -> training examples and evaluation sets."""
+    events = load_events(cfg.data, cfg.seed)
+    roles = Roles.from_config(events.feedback_types, cfg.feedback)
+    labels = split_labels(events, int(cfg.data.window))
+    d = cfg.data
+    train = build_examples(events, roles, labels, int(d.max_len), int(d.max_explicit))
+    valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
+    test = build_eval_set(events, roles, labels, 2, int(d.max_len), int(d.window))
+    return Data(events, roles, train, valid, test)
+
+
+def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
+    return SequenceModel(
+        cfg.model,
+        data.events.num_items,
+        len(data.events.feedback_types),
+        int(cfg.data.max_len),
+        rngs=nnx.Rngs(params=seed),
+    )
+
+
+def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0,
+        float(cfg.learning_rate),
+        min(int(cfg.warmup_steps), max(total_steps - 1, 1)),
+        max(total_steps, 2),
+        end_value=0.1 * float(cfg.learning_rate),
+    )
+    # Decay weight matrices only: not embeddings' padding rows, biases or norms.
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim == 2, params)
+    return optax.chain(
+        optax.clip_by_global_norm(float(cfg.grad_clip)),
+        optax.adamw(
+            schedule, b2=float(cfg.b2), weight_decay=float(cfg.weight_decay), mask=decay_mask
+        ),
+    )
+
+
+def make_train_step(graphdef, cfg: Any, state_sharding, batch_sharding):
+    """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
+    of (seed, step), so a resumed run repeats an uninterrupted one exactly."""
+    loss_cfg = cfg.loss
+    base_key = jax.random.key(int(cfg.seed))
+
+    def step_fn(state, batch, step):
+        model, opt = nnx.merge(graphdef, state)
+        loss_key, drop_key = jax.random.split(jax.random.fold_in(base_key, step))
+        m = batch["explicit"].shape[-1]
+        targets = LossTargets(
+            positive_N=batch["positives"].reshape(-1),
+            explicit_NxM=batch["explicit"].reshape(-1, m),
+            explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
+        )
+
+        def loss_fn(model):
+            hidden_BxLxD = model(
+                batch["items"],
+                batch["feedback"],
+                rngs=nnx.Rngs(dropout=drop_key),
+                deterministic=False,
+            )
+            query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
+            return compute_loss(loss_cfg, query_NxD, model.item_table(), targets, loss_key)
+
+        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        opt.update(model, grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        _, new_state = nnx.split((model, opt))
+        return new_state, metrics
+
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_sharding, batch_sharding, None),
+        out_shardings=(state_sharding, None),
+        donate_argnums=0,
+    )
+
+
+def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This host's share of a global batch (all of it on one host)."""
+    n, i = jax.process_count(), jax.process_index()
+    if n == 1:
+        return batch
+    b = next(iter(batch.values())).shape[0] // n
+    return {k: v[i * b : (i + 1) * b] for k, v in batch.items()}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drops log rows past ``step``: a crash after a log line but before its checkpoint would
+    otherwise leave those steps in the log twice after the resume."""
+    if not path.exists() or jax.process_index() != 0:
+        return
+    rows = path.read_text().splitlines()
+    kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= step]
+    path.write_text("".join(r + "\n" for r in kept))
+
+
+def _format_table(title: str, metrics: dict[str, float]) -> str:
+    width = max(len(k) for k in metrics)
+    lines = [title, "-" * (width + 12)]
+    for k, v in metrics.items():
+        lines.append(
+            f"{k:<{width}}  {v:>10.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>10}"
+        )
+    return "\n".join(lines)
+
+
+class TrainState:
+    """Model + optimizer on a mesh, their jitted step and their checkpoints."""
+
+    def __init__(self, cfg: Any, data: Data, mesh: jax.sharding.Mesh):
+        self.mesh = mesh
+        with jax.set_mesh(mesh):
+            model = create_model(cfg, data, int(cfg.seed))
+            opt = nnx.Optimizer(
+                model, make_optimizer(cfg.optim, int(cfg.train.steps)), wrt=nnx.Param
+            )
+        self.graphdef, state = nnx.split((model, opt))
+        self.state_sharding = nnx.get_named_sharding(state, mesh)
+        self.state = jax.device_put(state, self.state_sharding)
+        self.step_fn = make_train_step(
+            self.graphdef, cfg, self.state_sharding, sharding.batch_sharding(mesh)
+        )
+
+    @property
+    def model(self) -> SequenceModel:
+        model, _ = nnx.merge(self.graphdef, self.state)
+        return model
+
+    def save(self, ckpt: checkpoint.Checkpointer, step: int) -> None:
+        ckpt.save(step, nnx.to_pure_dict(self.state))
+
+    def restore(self, ckpt: checkpoint.Checkpointer, step: int) -> None:
+        target = checkpoint.abstract_like(nnx.to_pure_dict(self.state))
+        restored = ckpt.restore(step, target)
+        nnx.replace_by_pure_dict(self.state, restored)
+
+
+def train(
+    cfg: Any, workdir: str | Path, *, progress: bool = True, stop_at: int | None = None
+) -> dict[str, float] | None:
+    """Trains (resuming from the newest checkpoint in ``workdir``), then evaluates on test.
+
+    Writes ``metrics.jsonl``, ``config.json``, ``data_report.json``, ``checkpoints/`` and
+    ``eval_test.json`` under ``workdir``; returns the test metrics. ``stop_at`` ends the run
+    early after checkpointing that step, as a preemption would (returns None).
+    """
+    validate_config(cfg)
+    workdir = Path(workdir)
+    lead = jax.process_index() == 0  # one host writes the logs; orbax coordinates checkpoints
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg)
+    if lead:
+        (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+        (workdir / "data_report.json").write_text(json.dumps(data.report(), indent=2))
+
+    mesh = sharding.make_mesh(cfg.mesh)
+    ts = TrainState(cfg, data, mesh)
+    sampler = BatchSampler(data.train, int(cfg.train.batch_size), int(cfg.seed))
+    evaluator = Evaluator(cfg.eval)
+    ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        ts.restore(ckpt, latest)
+        start = latest
+        _truncate_log(workdir / "metrics.jsonl", latest)
+        print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
+
+    total = int(cfg.train.steps)
+    log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
+    ckpt_every = int(cfg.train.checkpoint_every)
+    metrics_file = (workdir / "metrics.jsonl").open("a") if lead else None
+    bar = tqdm(
+        total=total,
+        initial=start,
+        disable=not (progress and lead),
+        dynamic_ncols=True,
+        desc="train",
+        mininterval=1.0,
+    )
+    window_start, window_steps, pending = time.perf_counter(), 0, []
+    try:
+        for step in range(start, total):
+            batch = sharding.put_batch(_process_slice(sampler(step)), mesh)
+            ts.state, metrics = ts.step_fn(ts.state, batch, jnp.asarray(step, jnp.int32))
+            pending.append(metrics)
+            window_steps += 1
+            done = step + 1
+            if done % log_every == 0 or done == total:
+                row = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                elapsed = time.perf_counter() - window_start
+                row.update(step=done, steps_per_s=window_steps / elapsed, wall=time.time())
+                if done % eval_every == 0 or done == total:
+                    valid = evaluator(ts.model, data.valid)
+                    row.update({f"valid/{k}": v for k, v in valid.items()})
+                if metrics_file:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.1f}")
+                window_start, window_steps, pending = time.perf_counter(), 0, []
+            if done % ckpt_every == 0 or done == total or done == stop_at:
+                ts.save(ckpt, done)
+            bar.update(1)
+            if done == stop_at:
+                return None
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+        ckpt.close()
+
+    test = evaluator(ts.model, data.test)
+    if lead:
+        (workdir / "eval_test.json").write_text(json.dumps(test, indent=2))
+        print(_format_table(f"test metrics ({workdir / 'eval_test.json'})", test))
+    return test
+
+
+def evaluate(cfg: Any, workdir: str | Path, split: str = "test") -> dict[str, float]:
+    """Re-evaluates the newest checkpoint in ``workdir`` on ``split`` ('valid' or 'test')."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split: expected 'valid' or 'test', got {split!r}")
+    validate_config(cfg)
+    workdir = Path(workdir)
+    data = prepare_data(cfg)
+    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
+    latest = ckpt.latest_step()
+    if latest is None:
+        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to evaluate")
+    ts.restore(ckpt, latest)
+    ckpt.close()
+    metrics = Evaluator(cfg.eval)(ts.model, getattr(data, split))
+    metrics["step"] = latest
+    (workdir / f"eval_{split}.json").write_text(json.dumps(metrics, indent=2))
+    print(_format_table(f"{split} metrics at step {latest}", metrics))
+    return metrics
