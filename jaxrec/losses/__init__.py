@@ -78,15 +78,20 @@ def compute_loss(
         neg_masks.append(exp_mask_NxM)
         neg_weights.append(w_NxM)
     if not neg_logits:
-        raise ValueError("loss: no negatives; set loss.num_random_negatives > 0 or explicit_negatives")
+        raise ValueError(
+            "loss: no negatives; set loss.num_random_negatives > 0 or explicit_negatives"
+        )
     neg_logit_NxC = jnp.concatenate(neg_logits, axis=1)
     neg_mask_NxC = jnp.concatenate(neg_masks, axis=1)
     neg_w_NxC = jnp.concatenate(neg_weights, axis=1)
 
     if cfg.type == "softmax":
         # A weight w on a negative counts it w times in the denominator: logit + log(w).
-        masked = jnp.where(neg_mask_NxC & (neg_w_NxC > 0), neg_logit_NxC + jnp.log(
-            jnp.maximum(neg_w_NxC, 1e-30)), _NEG_INF)
+        masked = jnp.where(
+            neg_mask_NxC & (neg_w_NxC > 0),
+            neg_logit_NxC + jnp.log(jnp.maximum(neg_w_NxC, 1e-30)),
+            _NEG_INF,
+        )
         lse_N = jnp.logaddexp(pos_logit_N, jax.nn.logsumexp(masked, axis=1))
         loss_N = lse_N - pos_logit_N
     elif cfg.type == "bce":
