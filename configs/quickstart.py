@@ -18,6 +18,7 @@ def get_config() -> ConfigDict:
     c.data.window = 5  # leave-last-out: events per test window (and per validation window)
     c.data.max_len = 50  # L: input tokens per example
     c.data.max_explicit = 8  # M: explicit negatives kept per position
+    c.data.negative_keep_fraction = 1.0  # < 1 drops that share of training negatives (seeded)
     c.data.simulator = ConfigDict()
     s = c.data.simulator
     s.num_users = 3000

@@ -27,6 +27,7 @@ from jaxrec.data.sequences import (
     build_eval_set,
     build_examples,
     split_labels,
+    subsample_negatives,
 )
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.losses import LossTargets, compute_loss
@@ -59,6 +60,8 @@ def prepare_data(cfg: Any) -> Data:
     events = load_events(cfg.data, cfg.seed)
     roles = Roles.from_config(events.feedback_types, cfg.feedback)
     labels = split_labels(events, int(cfg.data.window))
+    keep = float(cfg.data.get("negative_keep_fraction", 1.0))
+    labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
     d = cfg.data
     train = build_examples(events, roles, labels, int(d.max_len), int(d.max_explicit))
     valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
@@ -143,14 +146,16 @@ def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[i * b : (i + 1) * b] for k, v in batch.items()}
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drops log rows past ``step``: a crash after a log line but before its checkpoint would
-    otherwise leave those steps in the log twice after the resume."""
-    if not path.exists() or jax.process_index() != 0:
-        return
-    rows = path.read_text().splitlines()
-    kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in kept))
+def _truncate_log(path: Path, step: int) -> float:
+    """Drops log rows past ``step`` (a crash after a log line but before its checkpoint would
+    otherwise log those steps twice) and returns the training seconds logged up to ``step``."""
+    if not path.exists():
+        return 0.0
+    rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+    kept = [r for r in rows if r["step"] <= step]
+    if jax.process_index() == 0:
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return float(kept[-1].get("train_seconds", 0.0)) if kept else 0.0
 
 
 def _format_table(title: str, metrics: dict[str, float]) -> str:
@@ -217,12 +222,12 @@ def train(
     sampler = BatchSampler(data.train, int(cfg.train.batch_size), int(cfg.seed))
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
-    start = 0
+    start, train_seconds = 0, 0.0
     latest = ckpt.latest_step()
     if latest is not None:
         ts.restore(ckpt, latest)
         start = latest
-        _truncate_log(workdir / "metrics.jsonl", latest)
+        train_seconds = _truncate_log(workdir / "metrics.jsonl", latest)
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
     total = int(cfg.train.steps)
@@ -248,7 +253,13 @@ def train(
             if done % log_every == 0 or done == total:
                 row = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 elapsed = time.perf_counter() - window_start
-                row.update(step=done, steps_per_s=window_steps / elapsed, wall=time.time())
+                train_seconds += elapsed
+                row.update(
+                    step=done,
+                    steps_per_s=window_steps / elapsed,
+                    wall=time.time(),
+                    train_seconds=train_seconds,
+                )
                 if done % eval_every == 0 or done == total:
                     valid = evaluator(ts.model, data.valid)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
@@ -275,22 +286,29 @@ def train(
     return test
 
 
-def evaluate(cfg: Any, workdir: str | Path, split: str = "test") -> dict[str, float]:
-    """Re-evaluates the newest checkpoint in ``workdir`` on ``split`` ('valid' or 'test')."""
-    if split not in ("valid", "test"):
-        raise ValueError(f"split: expected 'valid' or 'test', got {split!r}")
+def load_trained(cfg: Any, workdir: str | Path) -> tuple[SequenceModel, Data, int]:
+    """The model of the newest checkpoint in ``workdir``, its data, and the checkpoint's step."""
     validate_config(cfg)
-    workdir = Path(workdir)
     data = prepare_data(cfg)
     ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
     latest = ckpt.latest_step()
     if latest is None:
-        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to evaluate")
+        ckpt.close()
+        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to load")
     ts.restore(ckpt, latest)
     ckpt.close()
-    metrics = Evaluator(cfg.eval)(ts.model, getattr(data, split))
-    metrics["step"] = latest
+    return ts.model, data, latest
+
+
+def evaluate(cfg: Any, workdir: str | Path, split: str = "test") -> dict[str, float]:
+    """Re-evaluates the newest checkpoint in ``workdir`` on ``split`` ('valid' or 'test')."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split: expected 'valid' or 'test', got {split!r}")
+    workdir = Path(workdir)
+    model, data, step = load_trained(cfg, workdir)
+    metrics = Evaluator(cfg.eval)(model, getattr(data, split))
+    metrics["step"] = step
     (workdir / f"eval_{split}.json").write_text(json.dumps(metrics, indent=2))
-    print(_format_table(f"{split} metrics at step {latest}", metrics))
+    print(_format_table(f"{split} metrics at step {step}", metrics))
     return metrics

@@ -54,3 +54,26 @@ def test_excluded_items_drop_out_of_the_ranking():
     assert int(inference.target_ranks(scores, jnp.array([1]))[0]) == 1
     ids, _ = inference.top_k(query, table, 2, jnp.array([[2, 0]]))
     assert ids.tolist() == [[3, 1]]
+
+
+def test_auc_hand_computed_with_ties():
+    from jaxrec.eval import auc
+
+    # pairs: (3>1) (3>2) (2>1) (2=2 -> half) -> 3.5 / 4
+    assert auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)
+    assert np.isnan(auc(np.array([1.0]), np.array([])))
+
+
+def test_item_ranks_match_target_ranks():
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(rng.integers(0, 5, size=(3, 9)).astype(np.float32)).at[:, 0].set(-jnp.inf)
+    items = jnp.asarray(rng.integers(1, 9, size=(3, 4)))
+    got = inference.item_ranks(scores, items)
+    for w in range(4):
+        assert (got[:, w] == inference.target_ranks(scores, items[:, w])).all()
+
+
+def test_negative_hit_rate():
+    from jaxrec.eval import negative_hit_rate
+
+    assert negative_hit_rate(np.array([0, 9, 10, 50]), 10) == pytest.approx(0.5)

@@ -223,3 +223,24 @@ def test_batches_are_a_pure_function_of_seed_and_step(cfg):
     assert ba["explicit"].shape == (8, 10, 4)
     one_epoch = np.concatenate([a.batch_indices(s) for s in range(a.steps_per_epoch)])
     assert len(np.unique(one_epoch)) == len(one_epoch)
+
+
+def test_negative_subsampling_touches_only_training_negatives(cfg):
+    from jaxrec.data.sequences import subsample_negatives
+
+    ev = events.encode(simulator.simulate(cfg.data.simulator, 0), TYPES, "sim")
+    roles = Roles.from_config(TYPES, ALL_INPUTS)
+    labels = split_labels(ev, 3)
+    half = subsample_negatives(ev, roles, labels, 0.5, seed=1)
+    dropped = half == -1
+    assert (labels[dropped] == 0).all() and roles.negative_T[ev.feedback[dropped]].all()
+    train_neg = (labels == 0) & roles.negative_T[ev.feedback]
+    assert abs(dropped.sum() / train_neg.sum() - 0.5) < 0.05
+    assert (half[~dropped] == labels[~dropped]).all()
+    assert (subsample_negatives(ev, roles, labels, 0.5, seed=1) == half).all()
+    test_full = build_eval_set(ev, roles, labels, 2, 10, 3)
+    test_half = build_eval_set(ev, roles, half, 2, 10, 3)
+    assert (test_half.window_items_NxW == test_full.window_items_NxW).all()
+    assert (test_half.items_NxL > 0).sum() < (test_full.items_NxL > 0).sum()
+    with pytest.raises(ValueError, match="negative_keep_fraction"):
+        subsample_negatives(ev, roles, labels, 0.0, seed=1)

@@ -123,11 +123,18 @@ def split_labels(events: Events, window: int) -> np.ndarray:
     return np.where(from_end < window, 2, np.where(from_end < 2 * window, 1, 0)).astype(np.int8)
 
 
-def _segment_starts(seg: np.ndarray) -> np.ndarray:
-    """Start index of each element's run of equal ``seg`` values."""
-    n = len(seg)
-    first = np.r_[True, seg[1:] != seg[:-1]] if n else np.zeros(0, bool)
-    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+def subsample_negatives(
+    events: Events, roles: Roles, labels: np.ndarray, keep: float, seed: int
+) -> np.ndarray:
+    """Labels with a random ``1 - keep`` share of the training part's negative-role events
+    marked -1 (removed: neither targets nor history), for feedback-mix experiments."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"config.data.negative_keep_fraction: must be in (0, 1], got {keep}")
+    if keep == 1.0:
+        return labels
+    rng = np.random.default_rng([seed, 0x5EED])
+    drop = (labels == 0) & roles.negative_T[events.feedback] & (rng.random(len(labels)) >= keep)
+    return np.where(drop, -1, labels).astype(np.int8)
 
 
 def _rank_from_end(seg: np.ndarray) -> np.ndarray:
@@ -225,7 +232,7 @@ def build_eval_set(
     validation window too), so validation and test see exactly what a deployed model would.
     """
     in_window = labels == split
-    before = labels < split
+    before = (labels >= 0) & (labels < split)  # -1 marks events removed from the data
     fb = events.feedback.astype(np.int64)
     ctx = events.context
     w_idx = np.flatnonzero(in_window)

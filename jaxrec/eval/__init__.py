@@ -1,5 +1,5 @@
 """Evaluation: metrics (pure numpy) and the evaluator that scores held-out windows."""
 
-from jaxrec.eval.metrics import pairwise_accuracy, rank_metrics
+from jaxrec.eval.metrics import auc, negative_hit_rate, pairwise_accuracy, rank_metrics
 
-__all__ = ["pairwise_accuracy", "rank_metrics"]
+__all__ = ["auc", "negative_hit_rate", "pairwise_accuracy", "rank_metrics"]

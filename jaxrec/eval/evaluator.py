@@ -11,7 +11,7 @@ from flax import nnx
 
 from jaxrec import inference
 from jaxrec.data.sequences import EvalSet
-from jaxrec.eval.metrics import pairwise_accuracy, rank_metrics
+from jaxrec.eval.metrics import auc, negative_hit_rate, pairwise_accuracy, rank_metrics
 from jaxrec.model import SequenceModel
 
 
@@ -53,14 +53,22 @@ class Evaluator:
         window_scores = inference.score_items(query, table, window_items)
         scores = inference.catalog_scores(query, table, exclude)
         ranks = inference.target_ranks(scores, jnp.maximum(target, 1))
-        return window_scores, ranks
+        window_ranks = inference.item_ranks(scores, window_items)
+        return window_scores, ranks, window_ranks
 
     def scores(self, model: SequenceModel, data: EvalSet) -> tuple[np.ndarray, np.ndarray]:
         """Window scores ``[N, W]`` and catalog ranks ``[N]`` of each window's next positive."""
+        window_scores, ranks, _ = self.score_all(model, data)
+        return window_scores, ranks
+
+    def score_all(
+        self, model: SequenceModel, data: EvalSet
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window scores ``[N, W]``, next-positive ranks ``[N]``, window-item ranks ``[N, W]``."""
         graphdef, state = nnx.split(model)
         target_N = _first_positive(data.window_items_NxW, data.window_label_NxW)
         n, b = len(data), self.batch_size
-        out_scores, out_ranks = [], []
+        out_scores, out_ranks, out_wranks = [], [], []
         for start in range(0, n, b):
             rows = np.arange(start, min(start + b, n))
             pad = np.r_[rows, np.full(b - len(rows), rows[-1])]  # fixed shapes: one compile
@@ -69,7 +77,7 @@ class Evaluator:
                 if self.filter_seen
                 else np.zeros((b, 1), np.int32)
             )
-            ws, rk = self._fn(
+            ws, rk, wr = self._fn(
                 graphdef,
                 state,
                 data.items_NxL[pad],
@@ -80,13 +88,15 @@ class Evaluator:
             )
             out_scores.append(np.asarray(ws)[: len(rows)])
             out_ranks.append(np.asarray(rk)[: len(rows)])
+            out_wranks.append(np.asarray(wr)[: len(rows)])
         if not out_scores:
-            return np.zeros(data.window_items_NxW.shape, np.float32), np.zeros(0, np.int64)
-        return np.concatenate(out_scores), np.concatenate(out_ranks)
+            shape = data.window_items_NxW.shape
+            return np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(shape, np.int64)
+        return np.concatenate(out_scores), np.concatenate(out_ranks), np.concatenate(out_wranks)
 
     def __call__(self, model: SequenceModel, data: EvalSet) -> dict[str, float]:
         """Pairwise accuracy (covered sequences), coverage and full-ranking metrics."""
-        scores, ranks = self.scores(model, data)
+        scores, ranks, window_ranks = self.score_all(model, data)
         covered = data.covered_N
         labels = data.window_label_NxW
         pa_cov = pairwise_accuracy(scores[covered], labels[covered])
@@ -104,4 +114,9 @@ class Evaluator:
         }
         out.update(rank_metrics(ranks[ranked], self.k))
         out["ranked"] = int(ranked.sum())
+        neg = (labels == -1) & covered[:, None]
+        pos = (labels == 1) & covered[:, None]
+        out["auc"] = auc(scores[pos], scores[neg])
+        out[f"neg_hr@{self.k}"] = negative_hit_rate(window_ranks[neg], self.k)
+        out[f"delta_hr@{self.k}"] = out[f"hr@{self.k}"] - out[f"neg_hr@{self.k}"]
         return out

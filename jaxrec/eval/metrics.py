@@ -40,3 +40,29 @@ def rank_metrics(ranks_N: np.ndarray, k: int) -> dict[str, float]:
         f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
         "mrr": float((1.0 / (ranks + 1.0)).mean()),
     }
+
+
+def auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """Pooled ROC AUC of positives vs negatives (Mann-Whitney U, ties count half)."""
+    pos, neg = np.ravel(pos_scores).astype(np.float64), np.ravel(neg_scores).astype(np.float64)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="stable")
+    sorted_s = both[order]
+    # Average 1-based rank of each run of tied scores.
+    first = np.r_[True, sorted_s[1:] != sorted_s[:-1]]
+    run = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(both)]
+    avg_rank = ((starts + 1 + ends) / 2.0)[run]
+    ranks = np.empty_like(avg_rank)
+    ranks[order] = avg_rank
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def negative_hit_rate(neg_ranks: np.ndarray, k: int) -> float:
+    """How often a held-out disliked/skipped item lands in the top ``k`` (lower is better)."""
+    ranks = np.ravel(neg_ranks)
+    return float((ranks < k).mean()) if ranks.size else float("nan")
