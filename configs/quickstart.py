@@ -49,7 +49,9 @@ def get_config() -> ConfigDict:
     c.model.heads = 2
     c.model.mlp_ratio = 4
     c.model.dropout = 0.1
-    c.model.causal = True
+    c.model.causal = True  # False: bidirectional cloze training (BERT4Rec)
+    c.model.mask_prob = 0.2  # cloze mode: share of tokens hidden behind [MASK]
+    c.model.feedback_gate = False  # learnable per-feedback-type gate on item embeddings
     c.model.shared_embeddings = True
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
@@ -59,6 +61,7 @@ def get_config() -> ConfigDict:
     c.loss.num_random_negatives = 128  # K uniform random negatives, shared by a batch
     c.loss.explicit_negatives = True  # thumbs-down / skips of the position join the negatives
     c.loss.explicit_weight = 1.0
+    c.loss.explicit_type_weights = ConfigDict()  # e.g. {"thumbs_down": 2.0}; unnamed types: 1.0
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 2e-3

@@ -62,6 +62,15 @@ def validate_config(cfg: Any) -> None:
         raise ValueError(
             f"config.loss.explicit_weight: must be >= 0, got {cfg.loss.explicit_weight}"
         )
+    if not 0.0 < float(cfg.model.get("mask_prob", 0.2)) < 1.0:
+        raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.model.mask_prob}")
+    weights = dict(cfg.loss.get("explicit_type_weights", {}) or {})
+    bad = {k: v for k, v in weights.items() if k not in types or float(v) < 0}
+    if bad:
+        raise ValueError(
+            f"config.loss.explicit_type_weights: {bad} are unknown types or negative weights; "
+            f"known types: {list(types)}"
+        )
     if not 0.0 <= float(cfg.model.dropout) < 1.0:
         raise ValueError(f"config.model.dropout: must be in [0, 1), got {cfg.model.dropout}")
     if cfg.model.width % cfg.model.heads:

@@ -12,8 +12,17 @@ from jaxrec.model import SequenceModel
 def user_query(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Array) -> jax.Array:
     """The query vector ``[B, D]`` of each history: the model's output at the newest slot.
 
-    Histories are left-padded, so the newest token is always in the last slot.
+    Histories are left-padded, so the newest token is always in the last slot. A cloze
+    (bidirectional) model instead reads a [MASK] token appended after the history, as in BERT4Rec.
     """
+    if not model.causal:
+        b = items_BxL.shape[0]
+        items_BxL = jnp.concatenate(
+            [items_BxL[:, 1:], jnp.full((b, 1), model.mask_item, items_BxL.dtype)], axis=1
+        )
+        feedback_BxL = jnp.concatenate(
+            [feedback_BxL[:, 1:], jnp.full((b, 1), model.mask_feedback, feedback_BxL.dtype)], axis=1
+        )
     return model(items_BxL, feedback_BxL, deterministic=True)[:, -1]
 
 

@@ -73,15 +73,18 @@ class SequenceModel(nnx.Module):
         # Rows padded to a multiple of the vocabulary multiple, so the table splits evenly over
         # the ``model`` axis (and tiles well on TPU); the padding rows are never scored.
         multiple = int(cfg.get("vocab_multiple", 128))
-        rows = -(-(num_items + 1) // multiple) * multiple
+        rows = -(-(num_items + 2) // multiple) * multiple
         self.causal = bool(cfg.causal)
+        # Cloze (BERT4Rec) mode hides tokens behind a [MASK] item and feedback type.
+        self.mask_item = num_items + 1
+        self.mask_feedback = num_feedback_types + 1
         self.dtype = jnp.dtype(cfg.dtype)
         emb = nnx.initializers.normal(stddev=0.02)
         self.item_embed = nnx.Embed(
             rows, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None))
         )
         self.feedback_embed = nnx.Embed(
-            num_feedback_types + 1,
+            num_feedback_types + 2,
             width,
             rngs=rngs,
             embedding_init=nnx.with_partitioning(emb, (None, None)),
@@ -89,7 +92,7 @@ class SequenceModel(nnx.Module):
         self.pos_embed = nnx.Embed(
             max_len, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (None, None))
         )
-        self.output_embed = None
+        self.output_embed = nnx.data(None)
         if not cfg.shared_embeddings:
             self.output_embed = nnx.Embed(
                 rows,
@@ -107,6 +110,11 @@ class SequenceModel(nnx.Module):
         )
         self.final_norm = nnx.LayerNorm(width, rngs=rngs)
         self.embed_dropout = nnx.Dropout(float(cfg.dropout))
+        # Optional learnable per-type gate on the item part of a token: how much a song heard
+        # with each feedback type says about the listener (initialised open, sigmoid(2) = 0.88).
+        self.feedback_gate = nnx.data(None)
+        if cfg.get("feedback_gate", False):
+            self.feedback_gate = nnx.Param(jnp.full((num_feedback_types + 2,), 2.0, jnp.float32))
 
     def __call__(
         self,
@@ -118,7 +126,10 @@ class SequenceModel(nnx.Module):
     ) -> jax.Array:
         """Query vectors ``[B, L, D]``: position t summarises tokens <= t (causal mode)."""
         length = items_BxL.shape[1]
-        x = self.item_embed(items_BxL) + self.feedback_embed(feedback_BxL)
+        x = self.item_embed(items_BxL)
+        if self.feedback_gate is not None:
+            x = x * jax.nn.sigmoid(self.feedback_gate[...][feedback_BxL])[..., None]
+        x = x + self.feedback_embed(feedback_BxL)
         x = x + self.pos_embed(jnp.arange(length))[None]
         x = self.embed_dropout(x.astype(self.dtype), deterministic=deterministic, rngs=rngs)
         valid_BxL = items_BxL > 0
@@ -138,4 +149,4 @@ class SequenceModel(nnx.Module):
 
     def feedback_table(self) -> jax.Array:
         """Learned feedback-type embeddings ``[T + 1, D]`` (row 0 is padding), for analysis."""
-        return self.feedback_embed.embedding[...]
+        return self.feedback_embed.embedding[: self.mask_feedback]

@@ -97,15 +97,81 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     )
 
 
-def make_train_step(graphdef, cfg: Any, state_sharding, batch_sharding):
+def cloze_batch(
+    rng: jax.Array,
+    batch: dict[str, jax.Array],
+    prob: float,
+    mask_item: int,
+    mask_feedback: int,
+    positive_T: jax.Array,
+    negative_T: jax.Array,
+) -> dict[str, jax.Array]:
+    """BERT4Rec-style cloze targets for a bidirectional model.
+
+    Each token is hidden behind [MASK] with probability ``prob`` (the newest one always, as at
+    inference). A hidden positive-feedback token becomes the positive target of its slot; the
+    items of the row's hidden negative-feedback tokens (at most M, oldest first) are the explicit
+    negatives of every hidden slot of that row: the listener's own rejections in that context.
+    """
+    items, fb = batch["items"], batch["feedback"]
+    b, length = items.shape
+    m = batch["explicit"].shape[-1]
+    valid = items > 0
+    hide = (jax.random.uniform(rng, items.shape) < prob) | (jnp.arange(length) == length - 1)
+    hide = hide & valid
+    ftype = jnp.maximum(fb - 1, 0)
+    pos = hide & positive_T[ftype]
+    neg = hide & negative_T[ftype]
+    order = jnp.argsort(jnp.where(neg, 0, 1) * length + jnp.arange(length), axis=1)[:, :m]
+    neg_items = jnp.where(
+        jnp.take_along_axis(neg, order, 1), jnp.take_along_axis(items, order, 1), 0
+    )
+    neg_types = jnp.take_along_axis(ftype, order, 1)
+    return {
+        "items": jnp.where(hide, mask_item, items),
+        "feedback": jnp.where(hide, mask_feedback, fb),
+        "positives": jnp.where(pos, items, 0),
+        "explicit": jnp.where(hide[..., None], neg_items[:, None, :], 0),
+        "explicit_type": jnp.broadcast_to(neg_types[:, None, :], (b, length, m)),
+    }
+
+
+def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
+    """Per-feedback-type weights of explicit negatives, from ``loss.explicit_type_weights``."""
+    given = dict(cfg.get("explicit_type_weights", {}) or {})
+    unknown = sorted(set(given) - set(feedback_types))
+    if unknown:
+        raise ValueError(
+            f"config.loss.explicit_type_weights: unknown feedback type(s) {unknown}; "
+            f"known: {list(feedback_types)}"
+        )
+    return np.array([float(given.get(t, 1.0)) for t in feedback_types], np.float32)
+
+
+def make_train_step(
+    graphdef, cfg: Any, roles: Roles, feedback_types, state_sharding, batch_sharding
+):
     """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
     of (seed, step), so a resumed run repeats an uninterrupted one exactly."""
     loss_cfg = cfg.loss
     base_key = jax.random.key(int(cfg.seed))
+    weights_T = jnp.asarray(type_weights(cfg.loss, feedback_types))
+    positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
+    mask_prob = float(cfg.model.get("mask_prob", 0.2))
 
     def step_fn(state, batch, step):
         model, opt = nnx.merge(graphdef, state)
-        loss_key, drop_key = jax.random.split(jax.random.fold_in(base_key, step))
+        loss_key, drop_key, mask_key = jax.random.split(jax.random.fold_in(base_key, step), 3)
+        if not model.causal:
+            batch = cloze_batch(
+                mask_key,
+                batch,
+                mask_prob,
+                model.mask_item,
+                model.mask_feedback,
+                positive_T,
+                negative_T,
+            )
         m = batch["explicit"].shape[-1]
         targets = LossTargets(
             positive_N=batch["positives"].reshape(-1),
@@ -121,7 +187,9 @@ def make_train_step(graphdef, cfg: Any, state_sharding, batch_sharding):
                 deterministic=False,
             )
             query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
-            return compute_loss(loss_cfg, query_NxD, model.item_table(), targets, loss_key)
+            return compute_loss(
+                loss_cfg, query_NxD, model.item_table(), targets, loss_key, weights_T
+            )
 
         (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
         opt.update(model, grads)
@@ -182,7 +250,12 @@ class TrainState:
         self.state_sharding = nnx.get_named_sharding(state, mesh)
         self.state = jax.device_put(state, self.state_sharding)
         self.step_fn = make_train_step(
-            self.graphdef, cfg, self.state_sharding, sharding.batch_sharding(mesh)
+            self.graphdef,
+            cfg,
+            data.roles,
+            data.events.feedback_types,
+            self.state_sharding,
+            sharding.batch_sharding(mesh),
         )
 
     @property

@@ -78,3 +78,46 @@ def test_same_seed_same_result(straight_run, tmp_path):
     a = train(cfg, tmp_path / "a", progress=False)
     b = train(cfg, tmp_path / "b", progress=False)
     assert a == b
+
+
+def test_cloze_batch_hides_tokens_and_builds_targets():
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrec.train import cloze_batch
+
+    # types: 0 up (positive), 1 skip (negative); feedback ids are type + 1
+    batch = {
+        "items": jnp.array([[0, 5, 6, 7, 8]]),
+        "feedback": jnp.array([[0, 1, 2, 2, 1]]),
+        "positives": jnp.zeros((1, 5), jnp.int32),
+        "explicit": jnp.zeros((1, 5, 2), jnp.int32),
+        "explicit_type": jnp.zeros((1, 5, 2), jnp.int32),
+    }
+    pos_T, neg_T = jnp.array([True, False]), jnp.array([False, True])
+    out = cloze_batch(jax.random.key(0), batch, 0.999, 99, 9, pos_T, neg_T)
+    assert out["items"].tolist() == [[0, 99, 99, 99, 99]]  # padding is never hidden
+    assert out["feedback"].tolist() == [[0, 9, 9, 9, 9]]
+    assert out["positives"].tolist() == [[0, 5, 0, 0, 8]]
+    assert out["explicit"][0, 1].tolist() == [6, 7] and out["explicit"][0, 0].tolist() == [0, 0]
+    assert out["explicit_type"][0, 1].tolist() == [1, 1]
+    # With a tiny probability only the newest token is hidden, as at inference.
+    out = cloze_batch(jax.random.key(0), batch, 1e-9, 99, 9, pos_T, neg_T)
+    assert out["items"].tolist() == [[0, 5, 6, 7, 99]]
+
+
+def test_cloze_model_with_feedback_gate_trains(cfg, tmp_path):
+    cfg.model.causal = False
+    cfg.model.feedback_gate = True
+    cfg.model.shared_embeddings = False
+    cfg.loss.explicit_type_weights = {"thumbs_down": 2.0}
+    train(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert np.isfinite(rows[-1]["valid/pairwise_accuracy"])
+
+
+def test_unknown_type_weight_is_rejected(cfg, tmp_path):
+    cfg.loss.explicit_type_weights = {"meh": 2.0}
+    with pytest.raises(ValueError, match="config.loss.explicit_type_weights"):
+        train(cfg, tmp_path, progress=False)
