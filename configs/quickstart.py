@@ -11,10 +11,11 @@ def get_config() -> ConfigDict:
     c.seed = 0
 
     c.data = ConfigDict()
-    c.data.source = "simulator"  # or a prepared event table: see configs/spotify_sessions.py
+    # "simulator"; an adapter reading raw files ("spotify-sessions", "mssd", "piki",
+    # "movielens", "csv", "parquet"); or "prepared" (a `jaxrec data prepare` output directory).
+    c.data.source = "simulator"
     c.data.path = ""
-    c.data.options = ConfigDict()  # adapter options for real sources
-    c.data.feedback_types = ("thumbs_up", "play", "skip", "thumbs_down")
+    c.data.options = ConfigDict()  # adapter options for real sources (see docs/data.md)
     c.data.window = 5  # leave-last-out: events per test window (and per validation window)
     c.data.max_len = 50  # L: input tokens per example
     c.data.max_explicit = 8  # M: explicit negatives kept per position
@@ -42,6 +43,7 @@ def get_config() -> ConfigDict:
     c.feedback.input = ("thumbs_up", "play", "skip", "thumbs_down")
     c.feedback.positive = ("thumbs_up", "play")
     c.feedback.negative = ("skip", "thumbs_down")
+    c.feedback.negative_weights = ConfigDict()  # e.g. {"thumbs_down": 2.0}; unnamed types: 1.0
 
     c.model = ConfigDict()
     c.model.width = 64
@@ -61,7 +63,6 @@ def get_config() -> ConfigDict:
     c.loss.num_random_negatives = 128  # K uniform random negatives, shared by a batch
     c.loss.explicit_negatives = True  # thumbs-down / skips of the position join the negatives
     c.loss.explicit_weight = 1.0
-    c.loss.explicit_type_weights = ConfigDict()  # e.g. {"thumbs_down": 2.0}; unnamed types: 1.0
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 2e-3

@@ -22,12 +22,24 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+    def save(self, step: int, state: Any, extra: dict[str, Any] | None = None) -> None:
+        """Saves arrays ``state`` and a JSON-able ``extra`` (e.g. the data iterator's state)."""
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})
+            ),
+        )
 
-    def restore(self, step: int, abstract_state: Any) -> Any:
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
         """Restores onto the shardings that ``abstract_state``'s ShapeDtypeStructs carry."""
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
+            ),
+        )
+        return out["state"], dict(out["extra"] or {})
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -3,6 +3,8 @@
     jaxrec train    [--config FILE] --workdir DIR [--config.a.b=value ...]
     jaxrec eval     --workdir DIR [--split test|valid]
     jaxrec simulate --out DIR [--config FILE] [--config.data.simulator.x=value ...]
+    jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] [--beam_runner R]
+    jaxrec data stats DIR
 
 Configs are plain-Python files with ``get_config()`` (ml_collections); any field can be
 overridden as ``--config.a.b=value``. Without ``--config``, the quickstart config is used.
@@ -90,7 +92,50 @@ def cmd_simulate(argv: Sequence[str]) -> None:
         print(f"feedback.{name}: {n}")
 
 
+def cmd_data(argv: Sequence[str]) -> None:
+    """``jaxrec data prepare ...`` and ``jaxrec data stats DIR``."""
+    if not argv or argv[0] not in ("prepare", "stats"):
+        raise SystemExit(
+            "usage: jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] "
+            "[--beam_runner DirectRunner]\n       jaxrec data stats DIR"
+        )
+    from jaxrec.data import prepare, stats
+
+    if argv[0] == "stats":
+        if len(argv) != 2:
+            raise SystemExit("usage: jaxrec data stats DIR")
+        ev = prepare.load_prepared(argv[1])
+        print(stats.format_stats(stats.compute_stats(ev)))
+        return
+
+    def define(f):
+        flags.DEFINE_string("source", None, "source name", flag_values=f, required=True)
+        flags.DEFINE_string("input", None, "source file", flag_values=f)
+        flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
+        flags.DEFINE_string(
+            "beam_runner", None, "build with Apache Beam on this runner", flag_values=f
+        )
+
+    fv = _parse(argv[1:], define)
+    cfg = fv.config
+    out = prepare.prepare(
+        fv.source,
+        fv.input,
+        fv.out,
+        cfg.data.get("options"),
+        sim_cfg=cfg.data.simulator,
+        seed=int(cfg.seed),
+        beam_runner=fv.beam_runner,
+    )
+    if out["report"] is not None:
+        print(out["report"].format())
+    info = out["info"]
+    print(f"prepared {info['events']} events of {fv.source} in {Path(fv.out) / info['tfds_dir']}")
+    print(stats.format_stats(stats.compute_stats(out["events"])))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "data": cmd_data,
     "train": cmd_train,
     "eval": cmd_eval,
     "simulate": cmd_simulate,

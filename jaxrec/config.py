@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxrec.data import simulator
+from jaxrec.data import feedback_types, simulator
 from jaxrec.losses import LOSS_TYPES
 
 
@@ -37,12 +37,9 @@ def validate_config(cfg: Any) -> None:
         _positive_int(cfg, path)
     _positive_int(cfg, "data.max_len", 2)
     _positive_int(cfg, "loss.num_random_negatives", 0)
-    types = tuple(cfg.data.feedback_types)
     if cfg.data.source == "simulator":
         simulator.validate(cfg.data.simulator)
-        types = simulator.FEEDBACK_TYPES
-    if len(set(types)) != len(types) or not types:
-        raise ValueError(f"config.data.feedback_types: must be distinct names, got {types}")
+    types = feedback_types(cfg.data)
     for role in ("input", "positive", "negative"):
         unknown = [t for t in cfg.feedback[role] if t not in types]
         if unknown:
@@ -64,11 +61,11 @@ def validate_config(cfg: Any) -> None:
         )
     if not 0.0 < float(cfg.model.get("mask_prob", 0.2)) < 1.0:
         raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.model.mask_prob}")
-    weights = dict(cfg.loss.get("explicit_type_weights", {}) or {})
+    weights = dict(cfg.feedback.get("negative_weights", {}) or {})
     bad = {k: v for k, v in weights.items() if k not in types or float(v) < 0}
     if bad:
         raise ValueError(
-            f"config.loss.explicit_type_weights: {bad} are unknown types or negative weights; "
+            f"config.feedback.negative_weights: {bad} are unknown types or negative weights; "
             f"known types: {list(types)}"
         )
     if not 0.0 <= float(cfg.model.dropout) < 1.0:

@@ -12,6 +12,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
+from jaxrec.data.paths import data_dir  # noqa: E402
 from tests.tiny import tiny_config  # noqa: E402
 
 
@@ -19,3 +20,23 @@ from tests.tiny import tiny_config  # noqa: E402
 def cfg():
     """A fresh tiny config (tests may change it freely)."""
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``shared_data("movielens-100k/ml-100k.inter")`` -> Path, or skip when absent.
+
+    The data dir is ``$JAXREC_DATA_DIR`` (default ``<repo>/../shared/data``). With ``CI=true`` a
+    missing file fails instead of skipping, so CI cannot pass by not testing.
+    """
+
+    def need(rel: str) -> Path:
+        path = data_dir() / rel
+        if not path.exists():
+            msg = f"shared data file {path} is absent (set JAXREC_DATA_DIR)"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
+        return path
+
+    return need

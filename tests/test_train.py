@@ -110,7 +110,7 @@ def test_cloze_model_with_feedback_gate_trains(cfg, tmp_path):
     cfg.model.causal = False
     cfg.model.feedback_gate = True
     cfg.model.shared_embeddings = False
-    cfg.loss.explicit_type_weights = {"thumbs_down": 2.0}
+    cfg.feedback.negative_weights = {"thumbs_down": 2.0}
     train(cfg, tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"]
@@ -118,6 +118,6 @@ def test_cloze_model_with_feedback_gate_trains(cfg, tmp_path):
 
 
 def test_unknown_type_weight_is_rejected(cfg, tmp_path):
-    cfg.loss.explicit_type_weights = {"meh": 2.0}
-    with pytest.raises(ValueError, match="config.loss.explicit_type_weights"):
+    cfg.feedback.negative_weights = {"meh": 2.0}
+    with pytest.raises(ValueError, match="config.feedback.negative_weights"):
         train(cfg, tmp_path, progress=False)

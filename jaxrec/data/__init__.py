@@ -5,17 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from jaxrec.data import events as events_lib
-from jaxrec.data import simulator
 from jaxrec.data.events import Events
 
 
-def load_events(cfg: Any, seed: int) -> Events:
-    """The events that ``config.data`` names: the simulator or an event table on disk."""
-    source = cfg.source
-    if source == "simulator":
-        table = simulator.simulate(cfg.simulator, seed)
-        return events_lib.encode(table, simulator.FEEDBACK_TYPES, "simulator")
-    if source == "parquet_events":
-        table = events_lib.read_parquet(cfg.path)
-        return events_lib.encode(table, tuple(cfg.feedback_types), str(cfg.path))
-    raise ValueError(f"config.data.source: unknown source {source!r}")
+def feedback_types(cfg: Any) -> tuple[str, ...]:
+    """The feedback vocabulary the events of ``config.data`` will have."""
+    from jaxrec.data import prepare, simulator
+    from jaxrec.data.adapters import SOURCES, feedback_types_for
+
+    if cfg.source == "simulator":
+        return simulator.FEEDBACK_TYPES
+    if cfg.source == "prepared":
+        return prepare.prepared_feedback_types(cfg.path)
+    if cfg.source in SOURCES:
+        return feedback_types_for(cfg.source, prepare._plain(cfg.get("options")))
+    raise ValueError(
+        f"config.data.source: unknown source {cfg.source!r}; one of "
+        f"{sorted(['simulator', 'prepared', *SOURCES])}"
+    )
+
+
+def load_events(cfg: Any, seed: int) -> tuple[Events, dict[str, Any]]:
+    """The events that ``config.data`` names, and the source adapter's report of what it
+    dropped or flagged: the simulator, a prepared dataset (``jaxrec data prepare``), or any
+    adapter's raw files read directly."""
+    from jaxrec.data import prepare
+
+    if cfg.source == "prepared":
+        return prepare.load_prepared(cfg.path), {"source": "prepared", "path": str(cfg.path)}
+    table, types, report = prepare.read_source(
+        cfg.source, cfg.get("path"), cfg.get("options"), cfg.get("simulator"), seed
+    )
+    rep = report.to_dict() if report is not None else {"source": cfg.source}
+    return events_lib.encode(table, types, str(cfg.get("path") or cfg.source)), rep

@@ -18,6 +18,7 @@ Arrays are padded on the left, so the last slot holds the newest token.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -295,14 +296,15 @@ class BatchSampler:
         self.batch_size = batch_size
         self.seed = seed
         self.steps_per_epoch = len(examples) // batch_size
-        self._epoch, self._perm = -1, None
+        # Thread-safe memo of the current epochs' permutations (grain reads on threads).
+        self._perm = functools.lru_cache(maxsize=4)(self._permutation)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
 
     def batch_indices(self, step: int) -> np.ndarray:
         epoch, i = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._epoch, self._perm = epoch, rng.permutation(len(self.examples))
-        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return self._perm(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         return self.examples.take(self.batch_indices(step))

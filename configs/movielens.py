@@ -1,0 +1,29 @@
+"""MovieLens-100k ratings: 4-5 stars thumbs_up, 1-2 thumbs_down, 3 neutral (input only).
+
+    jaxrec train --config configs/movielens.py --workdir runs/ml100k
+
+Leave-last-out with a window of 1 gives the usual leave-one-out protocol for HR@10/NDCG@10
+(full ranking; users whose last rating is not a thumbs_up are not ranked). Pairwise accuracy
+needs a positive and a negative in one window: use --config.data.window=5 for that.
+"""
+
+from configs.quickstart import get_config as base_config
+from jaxrec.data.paths import data_dir
+
+
+def get_config():
+    c = base_config()
+    c.data.source = "movielens"
+    c.data.path = str(data_dir() / "movielens-100k" / "ml-100k.inter")
+    c.data.window = 1
+    c.data.max_len = 50
+    c.feedback.input = ("thumbs_up", "neutral", "thumbs_down")
+    c.feedback.positive = ("thumbs_up",)
+    c.feedback.negative = ("thumbs_down",)
+    c.model.dropout = 0.2
+    c.train.batch_size = 64
+    c.train.steps = 2000
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 500
+    c.eval.filter_seen = True  # a movie is rated once: never recommend a seen one
+    return c

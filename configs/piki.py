@@ -1,0 +1,30 @@
+"""Piki Music (likes, superlikes and dislikes of songs), the 50-user evaluation histories.
+
+    jaxrec train --config configs/piki.py --workdir runs/piki
+
+The shared sample is tiny (894 events); point data.path at the full piki_dataset.csv
+(github.com/sstoikov/piki-music-dataset) for a real run.
+"""
+
+from configs.quickstart import get_config as base_config
+from jaxrec.data.paths import data_dir
+
+
+def get_config():
+    c = base_config()
+    c.data.source = "piki"
+    c.data.path = str(data_dir() / "piki-sample" / "piki_eval.histories")
+    c.data.window = 3
+    c.data.max_len = 20
+    c.feedback.input = ("superlike", "like", "dislike")
+    c.feedback.positive = ("superlike", "like")
+    c.feedback.negative = ("dislike",)
+    c.model.width = 32
+    c.loss.num_random_negatives = 32
+    c.train.batch_size = 16
+    c.train.steps = 200
+    c.train.log_every = 50
+    c.train.eval_every = 100
+    c.train.checkpoint_every = 100
+    c.eval.batch_size = 64
+    return c

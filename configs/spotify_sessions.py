@@ -1,0 +1,27 @@
+"""Spotify Music Streaming Sessions (the paper's public dataset), 10,000-session subset.
+
+Sessions are the contexts (MSSD has no user ids). `complete` plays are positives, `skip`
+(skipped early, the challenge's skip_2) explicit negatives, `partial` plays input only.
+
+    jaxrec train --config configs/spotify_sessions.py --workdir runs/spotify
+"""
+
+from configs.quickstart import get_config as base_config
+from jaxrec.data.paths import data_dir
+
+
+def get_config():
+    c = base_config()
+    c.data.source = "spotify-sessions"
+    c.data.path = str(data_dir() / "spotify-sessions" / "mini-spotify-data.csv")
+    c.data.window = 4  # sessions hold 15-20 plays: 4 for test, 4 for validation
+    c.data.max_len = 20
+    c.data.max_explicit = 8
+    c.feedback.input = ("complete", "partial", "skip")
+    c.feedback.positive = ("complete",)
+    c.feedback.negative = ("skip",)
+    c.train.batch_size = 128
+    c.train.steps = 1500
+    c.train.eval_every = 250
+    c.train.checkpoint_every = 250
+    return c

@@ -1,0 +1,225 @@
+"""Generic CSV and Parquet adapters driven by a column/feedback mapping (no code needed).
+
+Options (both): ``columns`` maps event columns to source columns (``user_id``, ``item_id`` and
+``feedback`` required; ``context_id`` defaults to the user, ``timestamp`` to the row's position
+among its user's rows); ``feedback`` is ``{"values": {source_value: type}}`` (matched as text)
+or ``{"thresholds": [[min_value, type], ...]}`` (a number gets the type of the largest
+``min_value`` it reaches); ``feedback_types`` optionally fixes the vocabulary's order;
+``id_type`` is ``auto`` (default), ``int`` or ``string``, or a mapping id column -> type;
+``timestamp_format`` a strptime format.
+CSV only: ``delimiter`` (default ``,``) and ``header`` (default true; without a header, source
+columns are 0-based positions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jaxrec.data.adapters import _core as core
+from jaxrec.data.events import COLUMNS, DataError
+from jaxrec.data.report import Report
+
+Options = Mapping[str, Any] | None
+_COMMON = ("columns", "feedback", "feedback_types", "id_type", "timestamp_format")
+_REQUIRED = ("user_id", "item_id", "feedback")
+
+
+def feedback_types(source: str, options: Options) -> tuple[str, ...]:
+    """The feedback vocabulary a generic mapping produces (``feedback_types`` or spec order)."""
+    if options is not None and hasattr(options, "to_dict"):
+        options = options.to_dict()
+    spec = _feedback_spec(source, options)
+    produced: list[str] = []
+    for name in spec["types"]:
+        if name not in produced:
+            produced.append(name)
+    given = (options or {}).get("feedback_types")
+    if given is None:
+        return tuple(produced)
+    given = tuple(str(g) for g in given)
+    missing = [p for p in produced if p not in given]
+    if missing or len(set(given)) != len(given):
+        raise ValueError(
+            f"{source}: feedback_types {list(given)} must list each type once and include "
+            f"every mapped type (missing {missing})"
+        )
+    return given
+
+
+def _feedback_spec(source: str, options: Options) -> dict[str, Any]:
+    fb = (options or {}).get("feedback")
+    if (
+        not isinstance(fb, Mapping)
+        or len(fb) != 1
+        or next(iter(fb)) not in ("values", "thresholds")
+    ):
+        raise ValueError(
+            f'{source}: option "feedback" must be {{"values": {{source_value: type}}}} '
+            f'or {{"thresholds": [[min_value, type], ...]}}, got {fb!r}'
+        )
+    if "values" in fb:
+        values = fb["values"]
+        if not isinstance(values, Mapping) or not values:
+            raise ValueError(f"{source}: feedback.values must be a non-empty mapping")
+        keys = [_text_key(k) for k in values]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{source}: feedback.values has keys that collide as text: {keys}")
+        return {"kind": "values", "keys": keys, "types": [str(v) for v in values.values()]}
+    pairs = fb["thresholds"]
+    try:
+        parsed = [(float(lo), str(name)) for lo, name in pairs]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: feedback.thresholds must be [[min_value, type], ...]") from e
+    if not parsed:
+        raise ValueError(f"{source}: feedback.thresholds is empty")
+    return {"kind": "thresholds", "pairs": parsed, "types": [n for _, n in parsed]}
+
+
+def _text_key(k: Any) -> str:
+    # Config files give keys as text; Python callers may pass ints or bools.
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    return str(k).strip()
+
+
+def _columns(source: str, options: Options) -> dict[str, Any]:
+    cols = (options or {}).get("columns")
+    if not isinstance(cols, Mapping):
+        raise ValueError(f'{source}: option "columns" (event column -> source column) is required')
+    unknown = sorted(set(cols) - set(COLUMNS))
+    missing = [c for c in _REQUIRED if c not in cols]
+    if unknown or missing:
+        raise ValueError(
+            f"{source}: columns: unknown event column(s) {unknown}, missing {missing}; "
+            f"event columns are {COLUMNS}"
+        )
+    return dict(cols)
+
+
+def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
+    """Any delimited text file, described by ``options`` (see the module docstring)."""
+    opts = core.check_options("csv", options, (*_COMMON, "delimiter", "header"))
+    cols = _columns("csv", opts)
+    types = feedback_types("csv", opts)
+    path = Path(path)
+    delimiter = opts.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ValueError(f"csv: delimiter must be one character, got {delimiter!r}")
+    report = Report("csv", str(path), "line")
+    if opts.get("header", True):
+        tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter)
+    else:
+        n = len(core.first_line_fields(path, delimiter))
+        names = [str(i) for i in range(n)]
+        cols = {k: str(v) for k, v in cols.items()}
+        tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter, names=names)
+    return _convert(tt.table, tt.rows, path, cols, types, opts), report
+
+
+def load_parquet(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
+    """A Parquet file or directory, described by ``options``; rows are numbered from 0."""
+    opts = core.check_options("parquet", options, _COMMON)
+    cols = _columns("parquet", opts)
+    types = feedback_types("parquet", opts)
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        schema = (
+            pq.read_schema(str(path)) if path.is_file() else pq.ParquetDataset(str(path)).schema
+        )
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from e
+    core.require_columns(path, schema.names, list(cols.values()))
+    try:
+        table = pq.read_table(str(path), columns=sorted(set(cols.values())))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from e
+    report = Report("parquet", str(path), "row", rows_in=table.num_rows)
+    rows = core.Rows(report, table.num_rows, opts["on_bad_row"], lambda idx: idx)
+    return _convert(table, rows, path, cols, types, opts), report
+
+
+def _convert(
+    t: pa.Table,
+    rows: core.Rows,
+    path: Path,
+    cols: dict[str, Any],
+    types: tuple[str, ...],
+    opts: dict[str, Any],
+) -> pa.Table:
+    core.require_columns(path, t.column_names, list(cols.values()))
+    id_types = _id_types(opts.get("id_type", "auto"))
+    user = core.id_column(rows, t[cols["user_id"]], "user_id", id_types["user_id"])
+    user_keys = core.group_codes(user)
+    if "context_id" in cols:
+        context = core.id_column(rows, t[cols["context_id"]], "context_id", id_types["context_id"])
+        seq_keys = core.pair_codes(user_keys, core.group_codes(context))
+    else:
+        context, seq_keys = user, user_keys
+    has_time = "timestamp" in cols
+    if not has_time:
+        # Counted before the other checks, so a dropped row leaves a gap rather than vanishing.
+        ts = core.positions(user_keys, rows.keep)
+    item = core.id_column(rows, t[cols["item_id"]], "item_id", id_types["item_id"])
+    if has_time:
+        ts = core.timestamp_column(
+            rows, t[cols["timestamp"]], "timestamp", opts.get("timestamp_format")
+        )
+    feedback = _feedback(rows, t[cols["feedback"]], _feedback_spec("", opts), types)
+    if has_time:
+        core.flag_backwards(rows, seq_keys, ts, "timestamp")
+    return core.build_table(
+        rows,
+        user=user,
+        context=context,
+        item=item,
+        timestamp=ts,
+        feedback=feedback,
+        feedback_types=types,
+        dedupe=has_time,  # positions are unique per user, so no repeats are possible
+    )
+
+
+def _id_types(spec: Any) -> dict[str, str]:
+    """``id_type`` as one type for every id column, or a mapping id column -> type."""
+    ids = ("user_id", "context_id", "item_id")
+    given = dict(spec) if isinstance(spec, Mapping) else dict.fromkeys(ids, spec)
+    unknown = sorted(set(given) - set(ids))
+    bad = {k: v for k, v in given.items() if v not in ("auto", "int", "string")}
+    if unknown or bad:
+        raise ValueError(
+            f"id_type must be 'auto', 'int' or 'string', or a mapping from {ids} to those; "
+            f"got {spec!r}"
+        )
+    return {k: given.get(k, "auto") for k in ids}
+
+
+def _feedback(
+    rows: core.Rows, col: pa.Array | pa.ChunkedArray, spec: dict[str, Any], types: tuple[str, ...]
+) -> np.ndarray:
+    col = core.as_array(col)
+    code_of = np.array([types.index(n) for n in spec["types"]], dtype=np.int64)
+    if spec["kind"] == "values":
+        rows.reject(core.missing(col), "missing feedback", "feedback", col)
+        s = core.trimmed(col)
+        idx = pc.index_in(s, value_set=pa.array(spec["keys"], pa.string()))
+        known = core.np_bool(idx.is_valid())
+        rows.reject(~known, "unknown feedback value", "feedback", col)
+        pos = np.asarray(pc.fill_null(idx, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return code_of[pos]
+    v = core.float_column(rows, col, "feedback")
+    order = sorted(range(len(spec["pairs"])), key=lambda i: -spec["pairs"][i][0])
+    out = np.full(rows.n, -1, dtype=np.int64)
+    for i in order:  # highest threshold first; each row takes the first it reaches
+        lo = spec["pairs"][i][0]
+        out = np.where((out < 0) & (v >= lo), code_of[i], out)
+    rows.reject(out < 0, "feedback below every threshold", "feedback", col)
+    return out

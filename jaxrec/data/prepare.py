@@ -1,0 +1,87 @@
+"""``jaxrec data prepare``: a source's files -> event table, report and TFDS dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jaxrec.data import events as events_lib
+from jaxrec.data import simulator, tfds_builder
+from jaxrec.data.adapters import feedback_types_for, load_source
+from jaxrec.data.events import Events
+from jaxrec.data.report import Report
+from jaxrec.data.stats import compute_stats
+
+DATASET_FILE = "dataset.json"
+
+
+def _plain(options: Any) -> dict:
+    if options is None:
+        return {}
+    return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
+def read_source(
+    source: str, path: str | Path | None, options: Any = None, sim_cfg: Any = None, seed: int = 0
+) -> tuple[Any, tuple[str, ...], Report | None]:
+    """The raw event table of ``source``, its feedback vocabulary and the adapter's report."""
+    if source == "simulator":
+        if sim_cfg is None:
+            raise ValueError("source 'simulator' needs the config's data.simulator")
+        return simulator.simulate(sim_cfg, seed), simulator.FEEDBACK_TYPES, None
+    if not path:
+        raise ValueError(f"config.data.path: source {source!r} needs the path of its file(s)")
+    table, report = load_source(source, path, _plain(options))
+    return table, feedback_types_for(source, _plain(options)), report
+
+
+def prepare(
+    source: str,
+    path: str | Path | None,
+    out: str | Path,
+    options: Any = None,
+    *,
+    sim_cfg: Any = None,
+    seed: int = 0,
+    beam_runner: str | None = None,
+) -> dict[str, Any]:
+    """Writes ``out/events.parquet``, ``encoded.parquet``, ``vocab/``, the TFDS dataset under
+    ``out/tfds``, ``report.json`` (what was dropped or flagged) and ``dataset.json``."""
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    table, types, report = read_source(source, path, options, sim_cfg, seed)
+    events_lib.write_parquet(table, out / "events.parquet")
+    ev = events_lib.encode(table, types, str(path or source))
+    tfds_builder.write_encoded(ev, out)
+    tfds_dir = tfds_builder.build(out, source.replace("-", "_"), types, beam_runner=beam_runner)
+    report_dict = report.to_dict() if report is not None else {"source": source, "dropped": {}}
+    (out / "report.json").write_text(json.dumps(report_dict, indent=2, default=str))
+    info = {
+        "source": source,
+        "input": str(path) if path else None,
+        "options": _plain(options),
+        "feedback_types": list(types),
+        "tfds_dir": str(tfds_dir.relative_to(out)),
+        "events": ev.num_events,
+    }
+    (out / DATASET_FILE).write_text(json.dumps(info, indent=2, default=str))
+    return {"info": info, "report": report, "events": ev}
+
+
+def load_prepared(path: str | Path) -> Events:
+    """Events of a prepared dataset directory, read through its TFDS data source."""
+    return tfds_builder.load(path)
+
+
+def prepared_feedback_types(path: str | Path) -> tuple[str, ...]:
+    file = Path(path) / DATASET_FILE
+    if not file.exists():
+        raise FileNotFoundError(
+            f"config.data.path: {path} is not a prepared dataset (no {DATASET_FILE}); "
+            "run `jaxrec data prepare` first"
+        )
+    return tuple(json.loads(file.read_text())["feedback_types"])
+
+
+__all__ = ["compute_stats", "load_prepared", "prepare", "prepared_feedback_types", "read_source"]
