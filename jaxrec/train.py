@@ -19,8 +19,8 @@ from jaxrec import checkpoint, sharding
 from jaxrec.config import validate_config
 from jaxrec.data import load_events
 from jaxrec.data.events import Events
+from jaxrec.data import pipeline
 from jaxrec.data.sequences import (
-    BatchSampler,
     EvalSet,
     Examples,
     Roles,
@@ -41,9 +41,11 @@ class Data:
     train: Examples
     valid: EvalSet
     test: EvalSet
+    source_report: dict[str, Any]
 
     def report(self) -> dict[str, Any]:
         return {
+            "source_report": self.source_report,
             "events": self.events.num_events,
             "users": self.events.num_users,
             "contexts": self.events.num_contexts,
@@ -57,7 +59,7 @@ class Data:
 
 def prepare_data(cfg: Any) -> Data:
     """Events -> roles -> leave-last-out split -> training examples and evaluation sets."""
-    events = load_events(cfg.data, cfg.seed)
+    events, source_report = load_events(cfg.data, cfg.seed)
     roles = Roles.from_config(events.feedback_types, cfg.feedback)
     labels = split_labels(events, int(cfg.data.window))
     keep = float(cfg.data.get("negative_keep_fraction", 1.0))
@@ -66,7 +68,7 @@ def prepare_data(cfg: Any) -> Data:
     train = build_examples(events, roles, labels, int(d.max_len), int(d.max_explicit))
     valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
     test = build_eval_set(events, roles, labels, 2, int(d.max_len), int(d.window))
-    return Data(events, roles, train, valid, test)
+    return Data(events, roles, train, valid, test, source_report)
 
 
 def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
@@ -137,12 +139,12 @@ def cloze_batch(
 
 
 def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
-    """Per-feedback-type weights of explicit negatives, from ``loss.explicit_type_weights``."""
-    given = dict(cfg.get("explicit_type_weights", {}) or {})
+    """Per-feedback-type weights of explicit negatives, from ``feedback.negative_weights``."""
+    given = dict(cfg.get("negative_weights", {}) or {})
     unknown = sorted(set(given) - set(feedback_types))
     if unknown:
         raise ValueError(
-            f"config.loss.explicit_type_weights: unknown feedback type(s) {unknown}; "
+            f"config.feedback.negative_weights: unknown feedback type(s) {unknown}; "
             f"known: {list(feedback_types)}"
         )
     return np.array([float(given.get(t, 1.0)) for t in feedback_types], np.float32)
@@ -155,7 +157,7 @@ def make_train_step(
     of (seed, step), so a resumed run repeats an uninterrupted one exactly."""
     loss_cfg = cfg.loss
     base_key = jax.random.key(int(cfg.seed))
-    weights_T = jnp.asarray(type_weights(cfg.loss, feedback_types))
+    weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
 
@@ -203,15 +205,6 @@ def make_train_step(
         out_shardings=(state_sharding, None),
         donate_argnums=0,
     )
-
-
-def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This host's share of a global batch (all of it on one host)."""
-    n, i = jax.process_count(), jax.process_index()
-    if n == 1:
-        return batch
-    b = next(iter(batch.values())).shape[0] // n
-    return {k: v[i * b : (i + 1) * b] for k, v in batch.items()}
 
 
 def _truncate_log(path: Path, step: int) -> float:
@@ -263,13 +256,15 @@ class TrainState:
         model, _ = nnx.merge(self.graphdef, self.state)
         return model
 
-    def save(self, ckpt: checkpoint.Checkpointer, step: int) -> None:
-        ckpt.save(step, nnx.to_pure_dict(self.state))
+    def save(self, ckpt: checkpoint.Checkpointer, step: int, extra: dict | None = None) -> None:
+        ckpt.save(step, nnx.to_pure_dict(self.state), extra)
 
-    def restore(self, ckpt: checkpoint.Checkpointer, step: int) -> None:
+    def restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict[str, Any]:
+        """Restores the state of ``step``; returns what was saved beside it."""
         target = checkpoint.abstract_like(nnx.to_pure_dict(self.state))
-        restored = ckpt.restore(step, target)
+        restored, extra = ckpt.restore(step, target)
         nnx.replace_by_pure_dict(self.state, restored)
+        return extra
 
 
 def train(
@@ -292,18 +287,26 @@ def train(
 
     mesh = sharding.make_mesh(cfg.mesh)
     ts = TrainState(cfg, data, mesh)
-    sampler = BatchSampler(data.train, int(cfg.train.batch_size), int(cfg.seed))
+    total = int(cfg.train.steps)
+    dataset = pipeline.batch_dataset(
+        data.train,
+        int(cfg.train.batch_size),
+        int(cfg.seed),
+        total,
+        jax.process_index(),
+        jax.process_count(),
+    )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
-    start, train_seconds = 0, 0.0
+    start, train_seconds, data_state = 0, 0.0, None
     latest = ckpt.latest_step()
     if latest is not None:
-        ts.restore(ckpt, latest)
+        data_state = ts.restore(ckpt, latest).get("data")
         start = latest
         train_seconds = _truncate_log(workdir / "metrics.jsonl", latest)
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
-    total = int(cfg.train.steps)
+    batches = pipeline.batch_iterator(dataset, data_state)
     log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
     ckpt_every = int(cfg.train.checkpoint_every)
     metrics_file = (workdir / "metrics.jsonl").open("a") if lead else None
@@ -315,10 +318,13 @@ def train(
         desc="train",
         mininterval=1.0,
     )
-    window_start, window_steps, pending = time.perf_counter(), 0, []
+    window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
     try:
         for step in range(start, total):
-            batch = sharding.put_batch(_process_slice(sampler(step)), mesh)
+            t_wait = time.perf_counter()
+            host_batch = next(batches)
+            waited += time.perf_counter() - t_wait
+            batch = sharding.put_batch(host_batch, mesh)
             ts.state, metrics = ts.step_fn(ts.state, batch, jnp.asarray(step, jnp.int32))
             pending.append(metrics)
             window_steps += 1
@@ -328,6 +334,7 @@ def train(
                 elapsed = time.perf_counter() - window_start
                 train_seconds += elapsed
                 row.update(
+                    input_wait_share=waited / elapsed,
                     step=done,
                     steps_per_s=window_steps / elapsed,
                     wall=time.time(),
@@ -340,9 +347,9 @@ def train(
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.1f}")
-                window_start, window_steps, pending = time.perf_counter(), 0, []
+                window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
             if done % ckpt_every == 0 or done == total or done == stop_at:
-                ts.save(ckpt, done)
+                ts.save(ckpt, done, {"data": batches.get_state()})
             bar.update(1)
             if done == stop_at:
                 return None
