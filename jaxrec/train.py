@@ -17,9 +17,8 @@ from tqdm import tqdm
 
 from jaxrec import checkpoint, sharding
 from jaxrec.config import validate_config
-from jaxrec.data import load_events
+from jaxrec.data import load_events, pipeline
 from jaxrec.data.events import Events
-from jaxrec.data import pipeline
 from jaxrec.data.sequences import (
     EvalSet,
     Examples,
