@@ -73,7 +73,7 @@ class Examples:
     feedback_ExL: np.ndarray  # int32 feedback-type index + 1, 0 = padding
     positives_ExL: np.ndarray  # int32 next positive item, 0 = no target
     explicit_ExLxM: np.ndarray  # int32 explicit negative items, 0 = padding
-    explicit_type_ExLxM: np.ndarray  # int32 their feedback-type index
+    explicit_type_ExLxM: np.ndarray  # int8 their feedback-type index
     report: dict[str, int]
 
     def __len__(self) -> int:
@@ -157,30 +157,27 @@ def build_examples(
     keep = labels == 0
     ctx, item, fb = events.context[keep], events.item[keep], events.feedback[keep].astype(np.int64)
     n = len(ctx)
-    idx = np.arange(n)
     is_input, is_pos, is_neg = roles.input_T[fb], roles.positive_T[fb], roles.negative_T[fb]
-    seq_end = idx + _rank_from_end(ctx) + 1  # exclusive end of each event's sequence
+    # Targets and negatives are only needed at input rows: compute them there alone.
+    rows = np.flatnonzero(is_input)
+    seq_end = rows + _rank_from_end(ctx)[rows] + 1  # exclusive end of each row's sequence
 
     pos_idx = np.flatnonzero(is_pos)
-    nxt = np.searchsorted(pos_idx, idx, side="right")
+    nxt = np.searchsorted(pos_idx, rows, side="right")
     next_pos = np.where(nxt < len(pos_idx), pos_idx[np.minimum(nxt, len(pos_idx) - 1)], n)
-    next_pos = np.where(next_pos < seq_end, next_pos, seq_end)  # never cross into another context
-    has_target = next_pos < seq_end
-    target = np.where(has_target, item[np.minimum(next_pos, n - 1)], 0)
+    next_pos = np.minimum(next_pos, seq_end)  # never cross into another context
+    target = np.where(next_pos < seq_end, item[np.minimum(next_pos, n - 1)], 0) if n else rows
 
     neg_idx = np.flatnonzero(is_neg)
-    lo = np.searchsorted(neg_idx, idx, side="right")
-    hi = np.searchsorted(neg_idx, next_pos, side="left")
-    n_neg = hi - lo
-    slot = np.arange(max_explicit)
-    take = lo[:, None] + slot[None, :]
-    valid = slot[None, :] < n_neg[:, None]
-    safe = neg_idx[np.minimum(take, max(len(neg_idx) - 1, 0))] if len(neg_idx) else take * 0
-    explicit = np.where(valid, item[safe] if n else 0, 0)
-    explicit_type = np.where(valid, fb[safe] if n else 0, 0)
+    lo = np.searchsorted(neg_idx, rows, side="right")
+    n_neg = np.searchsorted(neg_idx, next_pos, side="left") - lo
+    # Only the kept negatives are gathered (most rows have few): work ~ negatives, not rows x M.
+    kept = np.minimum(n_neg, max_explicit)
+    neg_row = np.repeat(np.arange(len(rows)), kept)
+    neg_slot = np.arange(len(neg_row)) - np.repeat(np.cumsum(kept) - kept, kept)
+    neg_src = neg_idx[lo[neg_row] + neg_slot] if len(neg_row) else neg_row
 
     # Input rows, chunked from the newest backwards into examples of max_len.
-    rows = np.flatnonzero(is_input)
     r_ctx = ctx[rows]
     k = _rank_from_end(r_ctx)
     chunk = k // max_len
@@ -190,38 +187,41 @@ def build_examples(
     seq_no = np.cumsum(seq_first) - 1
     example = offsets[seq_no] + chunk if len(rows) else rows
     pos = max_len - 1 - (k % max_len)
-    num_examples = int(chunks_per_seq.sum())
+    num_chunks = int(chunks_per_seq.sum())
+    # Chunks without any target teach nothing: drop (and count) them before allocating.
+    useful = np.bincount(example, weights=target > 0, minlength=num_chunks) > 0
+    new_id = np.cumsum(useful) - 1
+    live = useful[example]
+    token = new_id[example[live]] * max_len + pos[live]  # flat slot of each kept input row
+    num_examples = int(useful.sum())
 
     shape = (num_examples, max_len)
     out_items = np.zeros(shape, np.int32)
     out_fb = np.zeros(shape, np.int32)
     out_pos = np.zeros(shape, np.int32)
     out_exp = np.zeros((*shape, max_explicit), np.int32)
-    out_exp_t = np.zeros((*shape, max_explicit), np.int32)
-    out_items[example, pos] = item[rows]
-    out_fb[example, pos] = fb[rows] + 1
-    out_pos[example, pos] = target[rows]
-    out_exp[example, pos] = explicit[rows]
-    out_exp_t[example, pos] = explicit_type[rows]
+    out_exp_t = np.zeros((*shape, max_explicit), np.int8)
+    out_items.reshape(-1)[token] = item[rows[live]]
+    out_fb.reshape(-1)[token] = fb[rows[live]] + 1
+    out_pos.reshape(-1)[token] = target[live]
+    neg_live = live[neg_row]
+    row_token = np.zeros(len(rows), np.int64)
+    row_token[live] = token
+    neg_flat = row_token[neg_row[neg_live]] * max_explicit + neg_slot[neg_live]
+    out_exp.reshape(-1)[neg_flat] = item[neg_src[neg_live]]
+    out_exp_t.reshape(-1)[neg_flat] = fb[neg_src[neg_live]]
 
-    useful = (out_pos > 0).any(axis=1)
     report = {
         "train_events": int(n),
         "input_tokens": int(len(rows)),
-        "targets": int((out_pos > 0).sum()),
-        "explicit_negatives": int((out_exp > 0).sum()),
-        "explicit_negatives_truncated": int(np.maximum(n_neg[rows] - max_explicit, 0).sum()),
-        "examples": int(useful.sum()),
-        "examples_without_target_skipped": int((~useful).sum()),
+        "targets": int((target > 0).sum()),
+        "explicit_negatives": int(len(neg_flat)),
+        "explicit_negatives_truncated": int(np.maximum(n_neg - max_explicit, 0).sum()),
+        "examples": num_examples,
+        "examples_without_target_skipped": int(num_chunks - num_examples),
+        "input_tokens_in_skipped_examples": int((~live).sum()),
     }
-    return Examples(
-        out_items[useful],
-        out_fb[useful],
-        out_pos[useful],
-        out_exp[useful],
-        out_exp_t[useful],
-        report,
-    )
+    return Examples(out_items, out_fb, out_pos, out_exp, out_exp_t, report)
 
 
 def build_eval_set(
