@@ -25,5 +25,6 @@ def get_config():
     c.train.steps = 2000
     c.train.eval_every = 500
     c.train.checkpoint_every = 500
+    c.train.select_metric = "ndcg@10"  # window 1 has no (liked, disliked) pairs
     c.eval.filter_seen = True  # a movie is rated once: never recommend a seen one
     return c

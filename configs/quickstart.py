@@ -78,6 +78,10 @@ def get_config() -> ConfigDict:
     c.train.eval_every = 200
     c.train.checkpoint_every = 200
     c.train.keep_checkpoints = 2
+    # Model selection on validation only: test the best-validation model ("best") or the last.
+    c.train.select = "best"
+    c.train.select_metric = "pairwise_accuracy"
+    c.train.early_stop_patience = 0  # evals without improvement before stopping; 0: never
 
     c.eval = ConfigDict()
     c.eval.batch_size = 512

@@ -12,8 +12,8 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     """Saves and restores pytrees of arrays under ``WORKDIR/checkpoints/<step>``."""
 
-    def __init__(self, workdir: str | Path, max_to_keep: int = 2):
-        self.directory = Path(workdir).absolute() / "checkpoints"
+    def __init__(self, workdir: str | Path, max_to_keep: int = 2, name: str = "checkpoints"):
+        self.directory = Path(workdir).absolute() / name
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),

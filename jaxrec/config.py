@@ -75,5 +75,8 @@ def validate_config(cfg: Any) -> None:
             f"config.model.width: {cfg.model.width} is not divisible by config.model.heads "
             f"({cfg.model.heads})"
         )
+    if cfg.train.select not in ("best", "last"):
+        raise ValueError(f"config.train.select: 'best' or 'last', got {cfg.train.select!r}")
+    _positive_int(cfg, "train.early_stop_patience", 0)
     if float(cfg.optim.learning_rate) <= 0:
         raise ValueError(f"config.optim.learning_rate: must be > 0, got {cfg.optim.learning_rate}")

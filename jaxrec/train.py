@@ -206,16 +206,28 @@ def make_train_step(
     )
 
 
-def _truncate_log(path: Path, step: int) -> float:
+def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
     """Drops log rows past ``step`` (a crash after a log line but before its checkpoint would
-    otherwise log those steps twice) and returns the training seconds logged up to ``step``."""
+    otherwise log those steps twice) and returns the rows up to ``step``."""
     if not path.exists():
-        return 0.0
+        return []
     rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
     kept = [r for r in rows if r["step"] <= step]
     if jax.process_index() == 0:
         path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    return float(kept[-1].get("train_seconds", 0.0)) if kept else 0.0
+    return kept
+
+
+def _selection_state(rows: list[dict[str, Any]], key: str) -> tuple[float, int, bool]:
+    """(best validation value, evals since it, early-stopped?) as logged, for a resume."""
+    best, since = -np.inf, 0
+    for r in rows:
+        if key in r:
+            if r[key] > best:
+                best, since = r[key], 0
+            else:
+                since += 1
+    return best, since, any(r.get("early_stopped") for r in rows)
 
 
 def _format_table(title: str, metrics: dict[str, float]) -> str:
@@ -297,12 +309,19 @@ def train(
     )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
+    # The best-validation model, kept apart for model selection (config train.select).
+    best_ckpt = checkpoint.Checkpointer(workdir, 1, name="best")
+    select_key = f"valid/{cfg.train.select_metric}"
+    patience = int(cfg.train.early_stop_patience)
     start, train_seconds, data_state = 0, 0.0, None
+    best, since_best, stopped = -np.inf, 0, False
     latest = ckpt.latest_step()
     if latest is not None:
         data_state = ts.restore(ckpt, latest).get("data")
         start = latest
-        train_seconds = _truncate_log(workdir / "metrics.jsonl", latest)
+        rows = _truncate_log(workdir / "metrics.jsonl", latest)
+        train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
+        best, since_best, stopped = _selection_state(rows, select_key)
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
     batches = pipeline.batch_iterator(dataset, data_state)
@@ -319,7 +338,7 @@ def train(
     )
     window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
     try:
-        for step in range(start, total):
+        for step in range(start, total if not stopped else start):
             t_wait = time.perf_counter()
             host_batch = next(batches)
             waited += time.perf_counter() - t_wait
@@ -328,7 +347,8 @@ def train(
             pending.append(metrics)
             window_steps += 1
             done = step + 1
-            if done % log_every == 0 or done == total:
+            is_eval = done % eval_every == 0 or done == total
+            if done % log_every == 0 or is_eval:
                 row = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 elapsed = time.perf_counter() - window_start
                 train_seconds += elapsed
@@ -339,26 +359,44 @@ def train(
                     wall=time.time(),
                     train_seconds=train_seconds,
                 )
-                if done % eval_every == 0 or done == total:
+                if is_eval:
                     valid = evaluator(ts.model, data.valid)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
+                    value = row.get(select_key, np.nan)
+                    if value > best:  # NaN never improves
+                        best, since_best = value, 0
+                        ts.save(best_ckpt, done)
+                    else:
+                        since_best += 1
+                    if patience and since_best >= patience:
+                        stopped = True
+                        row["early_stopped"] = True
                 if metrics_file:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.1f}")
                 window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
-            if done % ckpt_every == 0 or done == total or done == stop_at:
+            if done % ckpt_every == 0 or done == total or done == stop_at or stopped:
                 ts.save(ckpt, done, {"data": batches.get_state()})
             bar.update(1)
             if done == stop_at:
                 return None
+            if stopped:
+                print(f"early stop at step {done}: no better {select_key} in {patience} evals")
+                break
     finally:
         bar.close()
         if metrics_file:
             metrics_file.close()
+        selected = ckpt.latest_step()
         ckpt.close()
 
+    if cfg.train.select == "best" and best_ckpt.latest_step() is not None:
+        selected = best_ckpt.latest_step()
+        ts.restore(best_ckpt, selected)
+    best_ckpt.close()
     test = evaluator(ts.model, data.test)
+    test["selected_step"] = int(selected)
     if lead:
         (workdir / "eval_test.json").write_text(json.dumps(test, indent=2))
         print(_format_table(f"test metrics ({workdir / 'eval_test.json'})", test))
@@ -366,18 +404,21 @@ def train(
 
 
 def load_trained(cfg: Any, workdir: str | Path) -> tuple[SequenceModel, Data, int]:
-    """The model of the newest checkpoint in ``workdir``, its data, and the checkpoint's step."""
+    """The selected model of a run (best-validation or last, per ``train.select``), its data,
+    and the step it was saved at."""
     validate_config(cfg)
     data = prepare_data(cfg)
     ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
-    ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
-    latest = ckpt.latest_step()
-    if latest is None:
+    names = ["best", "checkpoints"] if cfg.train.select == "best" else ["checkpoints"]
+    for name in names:
+        ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints), name=name)
+        step = ckpt.latest_step()
+        if step is not None:
+            ts.restore(ckpt, step)
+            ckpt.close()
+            return ts.model, data, step
         ckpt.close()
-        raise FileNotFoundError(f"{ckpt.directory}: no checkpoint to load")
-    ts.restore(ckpt, latest)
-    ckpt.close()
-    return ts.model, data, latest
+    raise FileNotFoundError(f"{Path(workdir) / 'checkpoints'}: no checkpoint to load")
 
 
 def evaluate(cfg: Any, workdir: str | Path, split: str = "test") -> dict[str, float]:
@@ -387,7 +428,7 @@ def evaluate(cfg: Any, workdir: str | Path, split: str = "test") -> dict[str, fl
     workdir = Path(workdir)
     model, data, step = load_trained(cfg, workdir)
     metrics = Evaluator(cfg.eval)(model, getattr(data, split))
-    metrics["step"] = step
+    metrics["selected_step"] = step
     (workdir / f"eval_{split}.json").write_text(json.dumps(metrics, indent=2))
     print(_format_table(f"{split} metrics at step {step}", metrics))
     return metrics

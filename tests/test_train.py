@@ -67,7 +67,7 @@ def _flat(tree):
 def test_eval_command_reproduces_the_final_test_metrics(straight_run):
     cfg, wd, test = straight_run
     again = evaluate(cfg, wd, "test")
-    assert again["step"] == cfg.train.steps
+    assert again["selected_step"] == test["selected_step"]
     assert {k: again[k] for k in test} == pytest.approx(test)
 
 
@@ -121,3 +121,18 @@ def test_unknown_type_weight_is_rejected(cfg, tmp_path):
     cfg.feedback.negative_weights = {"meh": 2.0}
     with pytest.raises(ValueError, match="config.feedback.negative_weights"):
         train(cfg, tmp_path, progress=False)
+
+
+def test_model_selection_and_early_stopping(cfg, tmp_path):
+    cfg.train.steps, cfg.train.eval_every, cfg.train.log_every = 80, 5, 5
+    cfg.train.early_stop_patience = 1
+    cfg.optim.learning_rate = 0.5  # diverges quickly, so validation stops improving
+    test = train(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["valid/pairwise_accuracy"] for r in rows if "valid/pairwise_accuracy" in r]
+    best_i = int(np.argmax(vals))
+    assert test["selected_step"] == rows[best_i]["step"]
+    assert rows[-1]["step"] < 80 and rows[-1].get("early_stopped")
+    assert len(vals) - 1 - best_i == 1
+    again = train(cfg, tmp_path, progress=False)  # an early-stopped run stays stopped
+    assert again == pytest.approx(test)
