@@ -99,13 +99,14 @@ def cmd_data(argv: Sequence[str]) -> None:
             "usage: jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] "
             "[--beam_runner DirectRunner]\n       jaxrec data stats DIR"
         )
-    from jaxrec.data import prepare, stats
+    from jaxrec.data import prepare
 
     if argv[0] == "stats":
         if len(argv) != 2:
             raise SystemExit("usage: jaxrec data stats DIR")
         ev = prepare.load_prepared(argv[1])
-        print(stats.format_stats(stats.compute_stats(ev)))
+        positive = tuple(prepare.dataset_info(argv[1]).get("positive", ()))
+        print(prepare.stats_lines(ev, positive))
         return
 
     def define(f):
@@ -131,7 +132,7 @@ def cmd_data(argv: Sequence[str]) -> None:
         print(out["report"].format())
     info = out["info"]
     print(f"prepared {info['events']} events of {fv.source} in {Path(fv.out) / info['tfds_dir']}")
-    print(stats.format_stats(stats.compute_stats(out["events"])))
+    print(prepare.stats_lines(out["events"], tuple(info.get("positive", ()))))
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {

@@ -37,6 +37,11 @@ def test_prepare_and_stats_on_spotify_sessions(shared_data, tmp_path, capsys):
     assert lines["feedback.skip"] == "104065"
     assert lines["feedback.partial"] == "27919"
     assert lines["feedback.complete"] == "61709"
+    import pyarrow.csv as pv
+
+    raw = pv.read_csv(src).group_by("user_id").aggregate([("skipped", "max")])
+    never_complete = int((raw.column("skipped_max").to_numpy() < 4).sum())
+    assert int(lines["users_without_positive"]) == never_complete
     assert json.loads((tmp_path / "report.json").read_text())["rows_in"] == 193693
 
 

@@ -15,6 +15,15 @@ from jaxrec.data.stats import compute_stats
 
 DATASET_FILE = "dataset.json"
 
+# The feedback types each named source treats as positive by default (the configs agree).
+DEFAULT_POSITIVE = {
+    "simulator": ("thumbs_up", "play"),
+    "mssd": ("complete",),
+    "spotify-sessions": ("complete",),
+    "piki": ("like", "superlike"),
+    "movielens": ("thumbs_up",),
+}
+
 
 def _plain(options: Any) -> dict:
     if options is None:
@@ -62,6 +71,7 @@ def prepare(
         "input": str(path) if path else None,
         "options": _plain(options),
         "feedback_types": list(types),
+        "positive": list(DEFAULT_POSITIVE.get(source, ())),
         "tfds_dir": str(tfds_dir.relative_to(out)),
         "events": ev.num_events,
     }
@@ -72,6 +82,24 @@ def prepare(
 def load_prepared(path: str | Path) -> Events:
     """Events of a prepared dataset directory, read through its TFDS data source."""
     return tfds_builder.load(path)
+
+
+def stats_lines(ev: Events, positive: tuple[str, ...]) -> str:
+    """``jaxrec data stats`` output: counts, then users with no positive feedback."""
+    from jaxrec.data.stats import format_stats, users_without
+
+    text = format_stats(compute_stats(ev))
+    known = tuple(t for t in positive if t in ev.feedback_types)
+    if known:
+        text += f"\nusers_without_positive: {users_without(ev, known)}"
+    return text
+
+
+def dataset_info(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / DATASET_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"{path}: not a prepared dataset (no {DATASET_FILE})")
+    return json.loads(file.read_text())
 
 
 def prepared_feedback_types(path: str | Path) -> tuple[str, ...]:
