@@ -5,6 +5,8 @@
     jaxrec simulate --out DIR [--config FILE] [--config.data.simulator.x=value ...]
     jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] [--beam_runner R]
     jaxrec data stats DIR
+    jaxrec export   --workdir DIR --out EXPORT_DIR [--k 10]
+    jaxrec recommend --export EXPORT_DIR --history item:feedback,item:feedback,...
 
 Configs are plain-Python files with ``get_config()`` (ml_collections); any field can be
 overridden as ``--config.a.b=value``. Without ``--config``, the quickstart config is used.
@@ -68,12 +70,9 @@ def cmd_eval(argv: Sequence[str]) -> None:
         flags.DEFINE_enum("split", "test", ["test", "valid"], "split", flag_values=f)
 
     fv = _parse(argv, define, config=False)
-    path = Path(fv.workdir) / "config.json"
-    if not path.exists():
-        raise SystemExit(f"jaxrec eval: {path} not found; is {fv.workdir} a training workdir?")
     from jaxrec.train import evaluate
 
-    evaluate(ConfigDict(json.loads(path.read_text())), fv.workdir, fv.split)
+    evaluate(_run_config(fv.workdir), fv.workdir, fv.split)
 
 
 def cmd_simulate(argv: Sequence[str]) -> None:
@@ -135,7 +134,60 @@ def cmd_data(argv: Sequence[str]) -> None:
     print(prepare.stats_lines(out["events"], tuple(info.get("positive", ()))))
 
 
+def cmd_export(argv: Sequence[str]) -> None:
+    def define(f):
+        flags.DEFINE_string("workdir", None, "dir of a training run", flag_values=f, required=True)
+        flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
+        flags.DEFINE_integer("k", 10, "recommendations per history", flag_values=f)
+
+    fv = _parse(argv, define, config=False)
+    from jaxrec import export
+    from jaxrec.train import load_trained
+
+    cfg = _run_config(fv.workdir)
+    model, data, step = load_trained(cfg, fv.workdir)
+    path = export.export(
+        model,
+        int(cfg.data.max_len),
+        fv.k,
+        fv.out,
+        data.events.item_vocab,
+        data.events.feedback_types,
+    )
+    print(f"exported the step-{step} model of {fv.workdir} to {path}")
+
+
+def cmd_recommend(argv: Sequence[str]) -> None:
+    def define(f):
+        flags.DEFINE_string(
+            "export", None, "dir written by jaxrec export", flag_values=f, required=True
+        )
+        flags.DEFINE_string(
+            "history", "", "item:feedback,item:feedback,... oldest first", flag_values=f
+        )
+
+    fv = _parse(argv, define, config=False)
+    from jaxrec.export import Recommender
+
+    rec = Recommender(fv.export)
+    history = []
+    for token in filter(None, fv.history.split(",")):
+        item, _, feedback = token.rpartition(":")
+        history.append((int(item) if item.lstrip("-").isdigit() else item, feedback))
+    for rank, (item, score) in enumerate(rec(history), 1):
+        print(f"{rank}\t{item}\t{score:.4f}")
+
+
+def _run_config(workdir: str) -> ConfigDict:
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise SystemExit(f"jaxrec: {path} not found; is {workdir} a training workdir?")
+    return ConfigDict(json.loads(path.read_text()))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "export": cmd_export,
+    "recommend": cmd_recommend,
     "data": cmd_data,
     "train": cmd_train,
     "eval": cmd_eval,
