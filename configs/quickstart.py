@@ -58,11 +58,30 @@ def get_config() -> ConfigDict:
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
+    # The loss is a weighted sum of terms (docs/losses.md): a full softmax over the catalog, a
+    # sampled softmax over in-batch targets, and a term over K random negatives; each softmax
+    # also takes the position's explicit negatives; optional not-to-recommend term.
     c.loss = ConfigDict()
-    c.loss.type = "softmax"  # "softmax" or "bce"
-    c.loss.num_random_negatives = 128  # K uniform random negatives, shared by a batch
+    c.loss.full_softmax_weight = 0.0
+    c.loss.in_batch_weight = 0.0
+    c.loss.sampled_weight = 1.0
+    c.loss.ntr_weight = 0.0  # not-to-recommend: -log(1 - p(item)) on explicit negatives
+    c.loss.ntr_on = "auto"  # which softmax's p: auto | full_softmax | in_batch | sampled
+    c.loss.type = "softmax"  # the random-negatives term: softmax | bce | gbce
+    c.loss.num_random_negatives = 128  # K
+    c.loss.sampler = "uniform"  # or "popularity" (training-target frequencies)
+    c.loss.shared_negatives = True  # one set of K for the whole batch
+    c.loss.hardest_of = 0  # N > K: draw N random negatives, keep the K scored highest
+    c.loss.gbce_t = 0.75  # gSASRec calibration
     c.loss.explicit_negatives = True  # thumbs-down / skips of the position join the negatives
     c.loss.explicit_weight = 1.0
+    c.loss.logq_correction = True  # subtract log Q of sampled / in-batch candidates
+    c.loss.mask_context_positives = True  # a candidate liked in the same context is no negative
+    c.loss.kernel = "chunked"  # dense | chunked (streaming, custom VJP) | pallas (GPU/TPU)
+    c.loss.chunk_size = 1024
+    c.loss.pallas_block_queries = 128
+    c.loss.pallas_block_candidates = 512
+    c.loss.pallas_interpret = False
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 2e-3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxrec.data import feedback_types, simulator
-from jaxrec.losses import LOSS_TYPES
+from jaxrec.losses import validate_loss_config
 
 
 def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
@@ -36,7 +36,6 @@ def validate_config(cfg: Any) -> None:
     ):
         _positive_int(cfg, path)
     _positive_int(cfg, "data.max_len", 2)
-    _positive_int(cfg, "loss.num_random_negatives", 0)
     if cfg.data.source == "simulator":
         simulator.validate(cfg.data.simulator)
     types = feedback_types(cfg.data)
@@ -46,19 +45,10 @@ def validate_config(cfg: Any) -> None:
             raise ValueError(
                 f"config.feedback.{role}: unknown feedback type(s) {unknown}; known: {list(types)}"
             )
-    if cfg.loss.type not in LOSS_TYPES:
-        raise ValueError(
-            f"config.loss.type: unknown {cfg.loss.type!r}; expected one of {LOSS_TYPES}"
-        )
-    if cfg.loss.num_random_negatives == 0 and not cfg.loss.explicit_negatives:
-        raise ValueError(
-            "config.loss.num_random_negatives: is 0 and config.loss.explicit_negatives is off: "
-            "the loss would have no negatives"
-        )
-    if float(cfg.loss.explicit_weight) < 0:
-        raise ValueError(
-            f"config.loss.explicit_weight: must be >= 0, got {cfg.loss.explicit_weight}"
-        )
+    try:
+        validate_loss_config(cfg.loss)
+    except ValueError as e:
+        raise ValueError(f"config.{e}") from None
     if not 0.0 < float(cfg.model.get("mask_prob", 0.2)) < 1.0:
         raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.model.mask_prob}")
     weights = dict(cfg.feedback.get("negative_weights", {}) or {})

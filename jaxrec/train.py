@@ -29,7 +29,7 @@ from jaxrec.data.sequences import (
     subsample_negatives,
 )
 from jaxrec.eval.evaluator import Evaluator
-from jaxrec.losses import LossTargets, compute_loss
+from jaxrec.losses import LossTargets, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
 
 
@@ -150,13 +150,22 @@ def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
 
 
 def make_train_step(
-    graphdef, cfg: Any, roles: Roles, feedback_types, state_sharding, batch_sharding
+    graphdef,
+    cfg: Any,
+    roles: Roles,
+    feedback_types,
+    item_counts: np.ndarray,
+    state_sharding,
+    batch_sharding,
 ):
     """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
     of (seed, step), so a resumed run repeats an uninterrupted one exactly."""
     loss_cfg = cfg.loss
     base_key = jax.random.key(int(cfg.seed))
     weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
+    item_log_prob_V = None
+    if cfg.loss.get("sampler", "uniform") == "popularity":
+        item_log_prob_V = item_log_prob_from_counts(item_counts)
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
 
@@ -173,11 +182,16 @@ def make_train_step(
                 positive_T,
                 negative_T,
             )
-        m = batch["explicit"].shape[-1]
+        b, length, m = batch["explicit"].shape
+        # The row's positive targets are the items liked in that context: never negatives.
+        context_pos_NxL = jnp.broadcast_to(
+            batch["positives"][:, None, :], (b, length, length)
+        ).reshape(-1, length)
         targets = LossTargets(
             positive_N=batch["positives"].reshape(-1),
             explicit_NxM=batch["explicit"].reshape(-1, m),
             explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
+            context_positives_NxP=context_pos_NxL,
         )
 
         def loss_fn(model):
@@ -189,7 +203,13 @@ def make_train_step(
             )
             query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
             return compute_loss(
-                loss_cfg, query_NxD, model.item_table(), targets, loss_key, weights_T
+                loss_cfg,
+                query_NxD,
+                model.item_table(),
+                targets,
+                loss_key,
+                weights_T,
+                item_log_prob_V,
             )
 
         (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -258,6 +278,9 @@ class TrainState:
             cfg,
             data.roles,
             data.events.feedback_types,
+            np.bincount(data.train.positives_ExL.ravel(), minlength=data.events.num_items + 1)[
+                : data.events.num_items + 1
+            ],
             self.state_sharding,
             sharding.batch_sharding(mesh),
         )

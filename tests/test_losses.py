@@ -1,0 +1,361 @@
+"""The loss family: every combination against the dense reference (values and gradients), with
+hand-computed checks of logQ, accidental-hit masking, hardest-of-N, gBCE, NTR and validation."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrec.losses import (
+    LossConfig,
+    LossTargets,
+    compute_loss,
+    draw_random_negatives,
+    gbce_beta,
+    in_batch_log_q,
+    item_log_prob_from_counts,
+    select_hardest,
+    validate_loss_config,
+)
+
+N, V, D, M, P, T = 12, 23, 8, 3, 2, 3
+
+# name -> config overrides; each runs with the chunked kernel (and some with Pallas) against the
+# dense reference. Chunk 5 over 23 catalog rows / 12 in-batch candidates exercises the tail.
+COMBOS = {
+    "full": dict(full_softmax_weight=1.0, sampled_weight=0.0),
+    "full_explicit_ntr": dict(
+        full_softmax_weight=1.0, sampled_weight=0.0, explicit_weight=2.0, ntr_weight=0.5
+    ),
+    "in_batch_explicit_ntr": dict(in_batch_weight=1.0, sampled_weight=0.0, ntr_weight=0.3),
+    "in_batch_plain": dict(
+        in_batch_weight=1.0, sampled_weight=0.0, logq_correction=False, explicit_negatives=False
+    ),
+    "sampled_softmax_shared": dict(num_random_negatives=6),
+    "sampled_softmax_popularity_per_query": dict(
+        num_random_negatives=4, sampler="popularity", shared_negatives=False
+    ),
+    "sampled_softmax_hardest_ntr": dict(num_random_negatives=3, hardest_of=8, ntr_weight=1.0),
+    "sampled_bce_hardest": dict(type="bce", num_random_negatives=3, hardest_of=7),
+    "sampled_gbce": dict(type="gbce", num_random_negatives=5, gbce_t=0.5),
+    "sampled_bce_per_query_no_context_mask": dict(
+        type="bce", num_random_negatives=4, shared_negatives=False, mask_context_positives=False
+    ),
+    "explicit_only_softmax": dict(num_random_negatives=0),
+    "all_terms": dict(
+        full_softmax_weight=1.0,
+        in_batch_weight=0.5,
+        sampled_weight=0.25,
+        num_random_negatives=5,
+        sampler="popularity",
+        ntr_weight=0.2,
+        ntr_on="in_batch",
+    ),
+}
+PALLAS_COMBOS = ("full_explicit_ntr", "all_terms")
+
+
+def _cfg(kernel="dense", **overrides):
+    return LossConfig.from_config(
+        dict(
+            chunk_size=5,
+            pallas_block_queries=8,
+            pallas_block_candidates=8,
+            kernel=kernel,
+            **overrides,
+        )
+    )
+
+
+def _data(all_padding=False):
+    r = np.random.default_rng(1)
+    q = r.normal(size=(N, D)).astype(np.float32)
+    table = (0.7 * r.normal(size=(V, D))).astype(np.float32)
+    pos = r.integers(1, V, size=N).astype(np.int32)
+    pos[[3, 7]] = 0  # padding queries
+    pos[5] = pos[1]  # a repeated positive: in-batch accidental hit and count 2 for logQ
+    exp = r.integers(0, V, size=(N, M)).astype(np.int32)
+    exp[2, 0] = pos[2]  # an explicit negative equal to the positive is ignored
+    exp_type = r.integers(0, T, size=(N, M)).astype(np.int32)
+    ctx = np.zeros((N, P), np.int32)
+    ctx[0] = [pos[4], pos[6]]  # other queries' positives: masked as candidates of query 0
+    if all_padding:
+        pos[:] = 0
+    targets = LossTargets.create(
+        jnp.asarray(pos), jnp.asarray(exp), jnp.asarray(exp_type), jnp.asarray(ctx)
+    )
+    type_w = jnp.asarray([1.0, 2.0, 0.5], jnp.float32)
+    log_prob = jnp.log(jnp.asarray(r.integers(1, 20, size=V), jnp.float32))
+    return jnp.asarray(q), jnp.asarray(table), targets, type_w, log_prob
+
+
+@functools.cache
+def _loss_and_grad(combo: str, kernel: str):
+    cfg = _cfg(kernel, **COMBOS[combo])
+
+    def loss(q, table, type_w, targets, log_prob):
+        return compute_loss(
+            cfg, q, table, targets, jax.random.key(3), type_w, item_log_prob_V=log_prob
+        )
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+
+
+def _check_close(got, want, rtol=1e-5):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    scale = np.max(np.abs(want), initial=1e-3)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+CASES = [(c, "chunked") for c in COMBOS] + [(c, "pallas") for c in PALLAS_COMBOS]
+
+
+@pytest.mark.parametrize(("combo", "kernel"), CASES)
+def test_combination_matches_dense_and_padding_gives_zero(combo, kernel):
+    q, table, targets, type_w, log_prob = _data()
+    (v_ref, m_ref), g_ref = _loss_and_grad(combo, "dense")(q, table, type_w, targets, log_prob)
+    (v, m), g = _loss_and_grad(combo, kernel)(q, table, type_w, targets, log_prob)
+    assert np.isfinite(float(v_ref)) and float(v_ref) > 0
+    _check_close(v, v_ref)
+    for key in m_ref:
+        _check_close(m[key], m_ref[key])
+    for a, b in zip(g, g_ref, strict=True):
+        assert np.all(np.isfinite(np.asarray(a)))
+        _check_close(a, b)
+    assert np.all(np.asarray(g[1])[0] == 0)  # the padding row is never a candidate
+
+    # Same compiled function, every query padding: zero loss, zero and finite gradients.
+    q, table, targets, type_w, log_prob = _data(all_padding=True)
+    (v, m), g = _loss_and_grad(combo, kernel)(q, table, type_w, targets, log_prob)
+    assert float(v) == 0.0 and int(m["targets"]) == 0
+    for a in g:
+        assert np.all(np.asarray(a) == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-computed cases: one query set, scores chosen so that s_n,i = q_n . e_i is easy to read.
+
+
+def _hand_inputs(pos, ctx=None, exp=None, exp_type=None):
+    """Queries are one-hot rows over D=4; item i has embedding row i of a fixed small matrix."""
+    table = jnp.asarray(
+        [[0, 0, 0, 0], [1.0, 0.2, 0, 0], [0.3, 1.0, 0, 0], [0.5, 0.1, 0.8, 0], [0, 0, 0.4, 1.0]],
+        jnp.float32,
+    )
+    q = jnp.asarray(
+        [[1.0, 0.5, 0, 0], [0.2, 1.0, 0.3, 0], [0.4, 0.4, 1.0, 0.1], [0, 0.3, 0.2, 1.0]],
+        jnp.float32,
+    )[: len(pos)]
+    targets = LossTargets.create(
+        jnp.asarray(pos, jnp.int32),
+        None if exp is None else jnp.asarray(exp, jnp.int32),
+        None if exp_type is None else jnp.asarray(exp_type, jnp.int32),
+        None if ctx is None else jnp.asarray(ctx, jnp.int32),
+    )
+    return q, table, targets, np.asarray(q @ table.T, np.float64)
+
+
+def _lse(xs):
+    return math.log(sum(math.exp(x) for x in xs))
+
+
+@functools.cache
+def _jit_loss(**cfg):
+    c = LossConfig.from_config(dict(cfg))
+    return jax.jit(
+        lambda q, t, targets, type_w=None: compute_loss(c, q, t, targets, jax.random.key(0), type_w)
+    )
+
+
+def _loss(q, table, targets, type_w=None, **cfg):
+    return _jit_loss(**cfg)(q, table, targets, type_w)
+
+
+def test_in_batch_logq_subtracts_log_q():
+    # Positives [1, 1, 2, 3]: item 1 has Q = 2/4, items 2, 3 have Q = 1/4.
+    log_q = np.asarray(in_batch_log_q(jnp.asarray([1, 1, 2, 3]), 5))
+    np.testing.assert_allclose(log_q, np.log([0.5, 0.5, 0.25, 0.25]), rtol=1e-6)
+
+    q, table, targets, s = _hand_inputs([1, 1, 2, 3], ctx=[[3], [0], [0], [0]])
+    cfg = dict(in_batch_weight=1.0, sampled_weight=0.0, explicit_negatives=False)
+    loss, _ = _loss(q, table, targets, **cfg)
+    # Each candidate's logit is s - log Q - log N: item 1's two copies each get s - log 2, so
+    # together they count once, as a single uniform draw would. Query 0 masks its own positive,
+    # its duplicate (query 1's positive: an accidental hit) and its context positive 3.
+    want = [
+        _lse([s[0, 1], s[0, 2]]) - s[0, 1],
+        _lse([s[1, 1], s[1, 2], s[1, 3]]) - s[1, 1],
+        _lse([s[2, 2], s[2, 1], s[2, 3]]) - s[2, 2],
+        _lse([s[3, 3], s[3, 1], s[3, 2]]) - s[3, 3],
+    ]
+    assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
+    # The wrong sign (s + log Q, as TFRS once shipped) gives a different loss.
+    lq1, lq2 = math.log(0.5), math.log(0.25)
+    wrong = [
+        _lse([s[0, 1], s[0, 2] + lq2]) - s[0, 1],
+        _lse([s[1, 1], s[1, 2] + lq2, s[1, 3] + lq2]) - s[1, 1],
+        _lse([s[2, 2], s[2, 1] + lq1, s[2, 1] + lq1, s[2, 3] + lq2]) - s[2, 2],
+        _lse([s[3, 3], s[3, 1] + lq1, s[3, 1] + lq1, s[3, 2] + lq2]) - s[3, 3],
+    ]
+    assert abs(float(loss) - np.mean(wrong)) > 1e-2
+
+    plain, _ = _loss(q, table, targets, logq_correction=False, **cfg)
+    # Without logQ the two copies of item 1 count twice for queries 2 and 3.
+    want_plain = want[:2] + [
+        _lse([s[2, 2], s[2, 1], s[2, 1], s[2, 3]]) - s[2, 2],
+        _lse([s[3, 3], s[3, 1], s[3, 1], s[3, 2]]) - s[3, 3],
+    ]
+    assert float(plain) == pytest.approx(np.mean(want_plain), rel=1e-5)
+
+
+def test_full_softmax_masks_context_positives_and_weights_explicit_by_type():
+    q, table, targets, s = _hand_inputs(
+        [1, 2], ctx=[[4], [0]], exp=[[3, 0], [1, 4]], exp_type=[[1, 0], [0, 1]]
+    )
+    type_w = jnp.asarray([1.0, 3.0])
+    cfg = dict(full_softmax_weight=1.0, sampled_weight=0.0, explicit_weight=0.5)
+    loss, metrics = _loss(q, table, targets, type_w, **cfg)
+    # Explicit negatives count w = explicit_weight * type_weight times on top of the catalog.
+    want0 = _lse([s[0, 1], s[0, 2], s[0, 3], s[0, 3] + math.log(1.5)]) - s[0, 1]
+    want1 = (
+        _lse([s[1, 2], s[1, 1], s[1, 3], s[1, 4], s[1, 1] + math.log(0.5), s[1, 4] + math.log(1.5)])
+        - s[1, 2]
+    )
+    assert float(loss) == pytest.approx((want0 + want1) / 2, rel=1e-5)
+    wins = int(s[0, 1] > s[0, 3]) + int(s[1, 2] > s[1, 1]) + int(s[1, 2] > s[1, 4])
+    assert float(metrics["train_pairwise_accuracy"]) == pytest.approx(wins / 3)
+
+
+def test_not_to_recommend_term_hand_computed():
+    q, table, targets, s = _hand_inputs([1], exp=[[3]], exp_type=[[0]])
+    w = 0.7
+    cfg = dict(full_softmax_weight=1.0, sampled_weight=0.0, explicit_negatives=False)
+    loss, metrics = _loss(q, table, targets, ntr_weight=w, **cfg)
+    z = sum(math.exp(s[0, i]) for i in range(1, 5))
+    ce = math.log(z) - s[0, 1]
+    p = math.exp(s[0, 3]) / (math.exp(s[0, 3]) + z)  # item 3 takes the label slot
+    assert float(metrics["loss_full_softmax"]) == pytest.approx(ce, rel=1e-6)
+    assert float(metrics["loss_ntr"]) == pytest.approx(-math.log(1 - p), rel=1e-5)
+    assert float(loss) == pytest.approx(ce - w * math.log(1 - p), rel=1e-5)
+
+
+def test_gbce_beta_formula_and_loss():
+    alpha = 256 / (3416 - 1)
+    assert gbce_beta(256, 3416, 0.75) == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
+    assert gbce_beta(16, 101, 0.0) == pytest.approx(1.0)  # t = 0: plain BCE
+    assert gbce_beta(16, 101, 1.0) == pytest.approx(16 / 100)  # t = 1: beta = alpha
+
+    q, table, targets, s = _hand_inputs([1, 2, 0, 4])
+    cfg = dict(type="gbce", num_random_negatives=2, gbce_t=0.6, explicit_negatives=False)
+    loss, _ = _loss(q, table, targets, **cfg)
+    ids, _ = draw_random_negatives(LossConfig.from_config(cfg), jax.random.key(0), 4, 4)
+    beta = gbce_beta(2, 4, 0.6)
+    softplus = lambda x: math.log1p(math.exp(x))
+    want = []
+    for n, p in [(0, 1), (1, 2), (3, 4)]:
+        neg = sum(softplus(s[n, int(i)]) for i in np.asarray(ids) if int(i) != p)
+        want.append(beta * softplus(-s[n, p]) + neg)
+    assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
+
+
+def test_hardest_of_n_keeps_the_top_scored():
+    logit = jnp.asarray([[0.1, 3.0, -1.0, 2.0, 5.0], [1.0, 0.0, 4.0, 2.0, 3.0]])
+    mask = jnp.asarray([[True, True, True, True, False], [True, True, True, True, True]])
+    idx, kept = select_hardest(logit, mask, 2)
+    assert np.asarray(idx).tolist() == [[1, 3], [2, 4]]  # 5.0 is masked: not a candidate
+    assert np.asarray(kept).all()
+    g = jax.grad(lambda x: jnp.sum(jnp.take_along_axis(x, select_hardest(x, mask, 2)[0], 1)))(logit)
+    assert np.asarray(g).sum() == 4 and np.asarray(g)[0, 4] == 0  # gradient only where chosen
+
+    # Through compute_loss: BCE on the 2 highest of 3 shared draws, accidental hits excluded.
+    q, table, targets, s = _hand_inputs([1, 2, 3, 4])
+    cfg = dict(type="bce", num_random_negatives=2, hardest_of=3, explicit_negatives=False)
+    loss, _ = _loss(q, table, targets, **cfg)
+    ids, _ = draw_random_negatives(LossConfig.from_config(cfg), jax.random.key(0), 4, 4)
+    softplus = lambda x: math.log1p(math.exp(x))
+    want = []
+    for n, p in enumerate([1, 2, 3, 4]):
+        cands = sorted((s[n, int(i)] for i in np.asarray(ids) if int(i) != p), reverse=True)
+        want.append(softplus(-s[n, p]) + sum(softplus(x) for x in cands[:2]))
+    assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
+
+
+def test_sampled_softmax_uniform_logq_and_popularity_sampler():
+    q, table, targets, s = _hand_inputs([1, 2])
+    cfg = dict(num_random_negatives=3, explicit_negatives=False)
+    loss, _ = _loss(q, table, targets, **cfg)
+    ids, log_q = draw_random_negatives(LossConfig.from_config(cfg), jax.random.key(0), 2, 4)
+    assert np.allclose(np.asarray(log_q), -math.log(4))
+    shift = math.log(4 / 3)  # -log(K Q): three uniform draws stand for four items
+    want = [
+        _lse([s[n, p]] + [s[n, int(i)] + shift for i in np.asarray(ids) if int(i) != p]) - s[n, p]
+        for n, p in enumerate([1, 2])
+    ]
+    assert float(loss) == pytest.approx(np.mean(want), rel=1e-5)
+
+    counts = jnp.asarray([0, 1, 0, 3, 0])  # items 2 and 4 are never drawn
+    log_prob = item_log_prob_from_counts(counts)
+    pop = LossConfig.from_config(dict(sampler="popularity", num_random_negatives=64))
+    ids, log_q = draw_random_negatives(pop, jax.random.key(1), 2, 4, log_prob)
+    ids = np.asarray(ids)
+    assert set(ids.tolist()) <= {1, 3} and 0.6 < np.mean(ids == 3) < 0.9
+    want = np.where(ids == 3, np.log(0.75), np.log(0.25))
+    np.testing.assert_allclose(np.asarray(log_q), want, rtol=1e-6)
+
+
+def test_bf16_chunked_matches_float32_dense():
+    q, table, targets, type_w, log_prob = _data()
+    cfg = _cfg("chunked", **COMBOS["all_terms"])
+    ref_cfg = _cfg("dense", **COMBOS["all_terms"])
+    qb, tb = q.astype(jnp.bfloat16), table.astype(jnp.bfloat16)
+    got, _ = jax.jit(compute_loss, static_argnums=0)(
+        cfg, qb, tb, targets, jax.random.key(3), type_w, log_prob
+    )
+    want, _ = jax.jit(compute_loss, static_argnums=0)(
+        ref_cfg,
+        qb.astype(jnp.float32),
+        tb.astype(jnp.float32),
+        targets,
+        jax.random.key(3),
+        type_w,
+        log_prob,
+    )
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (dict(type="hinge"), "loss.type"),
+        (dict(kernel="cuda"), "loss.kernel"),
+        (dict(chunk_size=0), "loss.chunk_size"),
+        (dict(num_random_negatives=-1), "loss.num_random_negatives"),
+        (dict(num_random_negatives=0, explicit_negatives=False), "loss.num_random_negatives"),
+        (dict(hardest_of=4, num_random_negatives=8), "loss.hardest_of"),
+        (dict(gbce_t=1.5), "loss.gbce_t"),
+        (dict(sampled_weight=0.0), "loss.sampled_weight"),
+        (dict(in_batch_weight=-1.0), "loss.in_batch_weight"),
+        (dict(ntr_weight=1.0, type="bce"), "loss.ntr_weight"),
+        (dict(ntr_weight=1.0, ntr_on="full_softmax"), "loss.ntr_on"),
+        (dict(sampler="zipf"), "loss.sampler"),
+        (dict(explicit_weight=float("nan")), "loss.explicit_weight"),
+        (dict(pallas_block_queries=12), "loss.pallas_block_queries"),
+        (dict(typo_field=1), "loss.typo_field"),
+    ],
+)
+def test_validation_names_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        validate_loss_config(overrides)
+
+
+def test_old_configs_still_parse_with_defaults():
+    import ml_collections
+
+    old = ml_collections.ConfigDict(
+        dict(type="softmax", num_random_negatives=128, explicit_negatives=True, explicit_weight=1.0)
+    )
+    c = LossConfig.from_config(old)
+    assert c.active_terms() == ("sampled",) and c.kernel == "chunked"
