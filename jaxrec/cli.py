@@ -5,6 +5,8 @@
     jaxrec simulate --out DIR [--config FILE] [--config.data.simulator.x=value ...]
     jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] [--beam_runner R]
     jaxrec data stats DIR
+    jaxrec experiment NAME [--config FILE] [--seeds 3] --out DIR [--quick]
+        NAME: negatives | skip_inputs | num_random_negatives | feedback_mix | embeddings
     jaxrec export   --workdir DIR --out EXPORT_DIR [--k 10]
     jaxrec recommend --export EXPORT_DIR --history item:feedback,item:feedback,...
 
@@ -185,7 +187,14 @@ def _run_config(workdir: str) -> ConfigDict:
     return ConfigDict(json.loads(path.read_text()))
 
 
+def cmd_experiment(argv: Sequence[str]) -> None:
+    from jaxrec.experiments import cmd_experiment as run
+
+    run(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "experiment": cmd_experiment,
     "export": cmd_export,
     "recommend": cmd_recommend,
     "data": cmd_data,

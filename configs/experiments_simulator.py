@@ -1,0 +1,20 @@
+"""The base config of the published simulator experiments: the quickstart setting at a budget
+that lets every arm x seed of the five experiments run on a 2-core machine.
+
+    jaxrec experiment negatives --config configs/experiments_simulator.py --seeds 3 --out DIR
+"""
+
+from configs.quickstart import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.data.simulator.num_users = 1500
+    c.data.max_len = 30
+    c.model.width = 48
+    c.train.steps = 400
+    c.train.log_every = 40
+    c.train.eval_every = 40
+    c.train.checkpoint_every = 400
+    c.train.keep_checkpoints = 1
+    return c
