@@ -165,7 +165,8 @@ def make_train_step(
     weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
     item_log_prob_V = None
     if cfg.loss.get("sampler", "uniform") == "popularity":
-        item_log_prob_V = item_log_prob_from_counts(item_counts)
+        # Add-one smoothing: an item never liked in training can still be a negative.
+        item_log_prob_V = item_log_prob_from_counts(item_counts + 1)
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
 

@@ -359,3 +359,20 @@ def test_old_configs_still_parse_with_defaults():
     )
     c = LossConfig.from_config(old)
     assert c.active_terms() == ("sampled",) and c.kernel == "chunked"
+
+
+def test_popularity_draws_never_have_infinite_log_q():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxrec.losses import draw_random_negatives, item_log_prob_from_counts
+
+    counts = np.zeros(6000)
+    counts[np.random.default_rng(0).integers(1, 6000, 300)] = 1.0  # most items never seen
+    logp = item_log_prob_from_counts(jnp.asarray(counts))
+    cfg = {"sampler": "popularity", "shared_negatives": False, "num_random_negatives": 512}
+    for seed in range(4):
+        ids, log_q = draw_random_negatives(cfg, jax.random.key(seed), 4096, 5999, logp)
+        assert bool(jnp.isfinite(log_q).all())
+        assert bool((counts[np.asarray(ids)] > 0).all())

@@ -109,7 +109,13 @@ def draw_random_negatives(
     if item_log_prob_V is None:
         raise ValueError("loss.sampler: 'popularity' needs item_log_prob_V passed to compute_loss")
     ids = sample_popularity_negatives(rng, shape, item_log_prob_V)
-    return ids, normalize_item_log_prob(item_log_prob_V)[ids]
+    logp_V = normalize_item_log_prob(item_log_prob_V)
+    # A scan-based cumsum is not exactly monotone, so an item of probability 0 can be drawn
+    # once in a few million draws; its log Q of -inf would make the loss infinite. Such draws
+    # become the most probable item instead.
+    ok = jnp.isfinite(logp_V[ids])
+    ids = jnp.where(ok, ids, jnp.argmax(logp_V).astype(ids.dtype))
+    return ids, logp_V[ids]
 
 
 def in_batch_log_q(positive_N: jax.Array, num_rows: int) -> jax.Array:
