@@ -12,9 +12,9 @@ def get_config():
     c.data.simulator.num_users = 1500
     c.data.max_len = 30
     c.model.width = 48
-    c.train.steps = 400
-    c.train.log_every = 40
-    c.train.eval_every = 40
-    c.train.checkpoint_every = 400
+    c.train.steps = 300
+    c.train.log_every = 30
+    c.train.eval_every = 30
+    c.train.checkpoint_every = 300
     c.train.keep_checkpoints = 1
     return c

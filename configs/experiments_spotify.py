@@ -10,9 +10,9 @@ from configs.spotify_sessions import get_config as base_config
 def get_config():
     c = base_config()
     c.model.width = 48
-    c.train.steps = 400
-    c.train.log_every = 40
-    c.train.eval_every = 40
-    c.train.checkpoint_every = 400
+    c.train.steps = 300
+    c.train.log_every = 30
+    c.train.eval_every = 30
+    c.train.checkpoint_every = 300
     c.train.keep_checkpoints = 1
     return c
