@@ -52,11 +52,14 @@ def target_ranks(scores_BxV: jax.Array, target_B: jax.Array) -> jax.Array:
 
 
 def item_ranks(scores_BxV: jax.Array, items_BxW: jax.Array) -> jax.Array:
-    """0-based catalog rank ``[B, W]`` of chosen items (ties against them), by one sort per row."""
-    sorted_BxV = jnp.sort(scores_BxV, axis=1)
-    s_BxW = jnp.take_along_axis(scores_BxV, items_BxW, axis=1)
-    at_least = scores_BxV.shape[1] - jax.vmap(jnp.searchsorted)(sorted_BxV, s_BxW)
-    return at_least - 1
+    """0-based catalog rank ``[B, W]`` of chosen items (ties against them).
+
+    One [B, V] comparison per window slot (W is small): cheaper than sorting every row, and
+    memory stays O(B x V) however large W is.
+    """
+    s_WxB = jnp.take_along_axis(scores_BxV, items_BxW, axis=1).T
+    count = lambda s_B: (scores_BxV >= s_B[:, None]).sum(axis=1)
+    return jax.lax.map(count, s_WxB).T - 1
 
 
 def top_k(query_BxD: jax.Array, table_VxD: jax.Array, k: int, exclude_BxS: jax.Array | None = None):
