@@ -16,7 +16,12 @@ def get_config() -> ConfigDict:
     c.data.source = "simulator"
     c.data.path = ""
     c.data.options = ConfigDict()  # adapter options for real sources (see docs/data.md)
-    c.data.window = 5  # leave-last-out: events per test window (and per validation window)
+    c.data.split = "leave_last_out"  # or "temporal": one global time cut for all users
+    c.data.window = 5  # events per test window (and per validation window)
+    c.data.temporal_cut = (
+        0.8,
+        0.9,
+    )  # temporal split: valid from this time quantile, test from that
     c.data.max_len = 50  # L: input tokens per example
     c.data.max_explicit = 8  # M: explicit negatives kept per position
     c.data.negative_keep_fraction = 1.0  # < 1 drops that share of training negatives (seeded)

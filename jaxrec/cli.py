@@ -117,6 +117,12 @@ def cmd_data(argv: Sequence[str]) -> None:
         flags.DEFINE_string(
             "beam_runner", None, "build with Apache Beam on this runner", flag_values=f
         )
+        flags.DEFINE_string(
+            "beam_options",
+            None,
+            "Beam pipeline options, e.g. '--project=p --region=r'",
+            flag_values=f,
+        )
 
     fv = _parse(argv[1:], define)
     cfg = fv.config
@@ -128,6 +134,7 @@ def cmd_data(argv: Sequence[str]) -> None:
         sim_cfg=cfg.data.simulator,
         seed=int(cfg.seed),
         beam_runner=fv.beam_runner,
+        beam_options=fv.beam_options,
     )
     if out["report"] is not None:
         print(out["report"].format())

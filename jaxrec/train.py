@@ -25,7 +25,7 @@ from jaxrec.data.sequences import (
     Roles,
     build_eval_set,
     build_examples,
-    split_labels,
+    split_events,
     subsample_negatives,
 )
 from jaxrec.eval.evaluator import Evaluator
@@ -60,7 +60,7 @@ def prepare_data(cfg: Any) -> Data:
     """Events -> roles -> leave-last-out split -> training examples and evaluation sets."""
     events, source_report = load_events(cfg.data, cfg.seed)
     roles = Roles.from_config(events.feedback_types, cfg.feedback)
-    labels = split_labels(events, int(cfg.data.window))
+    labels = split_events(events, cfg.data)
     keep = float(cfg.data.get("negative_keep_fraction", 1.0))
     labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
     d = cfg.data

@@ -127,3 +127,26 @@ def test_grain_batches_split_the_global_batch_across_hosts(cfg):
     assert (first[1]["items"] == hosts[0][1]["items"]).all()
     with pytest.raises(ValueError, match="config.train.batch_size"):
         pipeline.batch_dataset(ex, 9, 3, 20, 0, 2)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("apache_beam") is None,
+    reason="apache-beam not installed (pip install '.[beam]')",
+)
+def test_prepare_with_beam_options_from_the_command_line(cfg, tmp_path, capsys):
+    main(
+        [
+            "data",
+            "prepare",
+            "--source",
+            "simulator",
+            "--out",
+            str(tmp_path),
+            "--beam_options",
+            "--runner=DirectRunner --direct_num_workers=1",
+            "--config.data.simulator.num_users=40",
+        ]
+    )
+    assert "prepared" in capsys.readouterr().out
+    back = prepare.load_prepared(tmp_path)
+    assert back.num_events == json.loads((tmp_path / "dataset.json").read_text())["events"]

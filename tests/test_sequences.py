@@ -244,3 +244,28 @@ def test_negative_subsampling_touches_only_training_negatives(cfg):
     assert (test_half.items_NxL > 0).sum() < (test_full.items_NxL > 0).sum()
     with pytest.raises(ValueError, match="negative_keep_fraction"):
         subsample_negatives(ev, roles, labels, 0.0, seed=1)
+
+
+def test_temporal_split_cuts_all_users_at_the_same_times(cfg):
+    from jaxrec.data.sequences import split_events, temporal_labels
+
+    ev = events.encode(simulator.simulate(cfg.data.simulator, 0), TYPES, "sim")
+    labels = temporal_labels(ev, (0.7, 0.85))
+    assert ev.timestamp[labels == 0].max() < ev.timestamp[labels == 1].min()
+    assert ev.timestamp[labels == 1].max() < ev.timestamp[labels == 2].min()
+    assert abs((labels == 2).mean() - 0.15) < 0.01
+    cfg.data.split, cfg.data.temporal_cut = "temporal", (0.7, 0.85)
+    assert (split_events(ev, cfg.data) == labels).all()
+    roles = Roles.from_config(TYPES, ALL_INPUTS)
+    test = build_eval_set(ev, roles, labels, 2, 10, 3)  # windows: the first 3 after the cut
+    first_after = {}
+    for i in np.flatnonzero(labels == 2):
+        first_after.setdefault(int(ev.context[i]), []).append(int(ev.item[i]))
+    for row, c in enumerate(test.context_N):
+        want = first_after[int(c)][:3]
+        assert test.window_items_NxW[row, : len(want)].tolist() == want
+    with pytest.raises(ValueError, match="config.data.temporal_cut"):
+        temporal_labels(ev, (0.9, 0.5))
+    cfg.data.split = "random"
+    with pytest.raises(ValueError, match="config.data.split"):
+        split_events(ev, cfg.data)

@@ -54,6 +54,7 @@ def prepare(
     sim_cfg: Any = None,
     seed: int = 0,
     beam_runner: str | None = None,
+    beam_options: str | None = None,
 ) -> dict[str, Any]:
     """Writes ``out/events.parquet``, ``encoded.parquet``, ``vocab/``, the TFDS dataset under
     ``out/tfds``, ``report.json`` (what was dropped or flagged) and ``dataset.json``."""
@@ -63,7 +64,16 @@ def prepare(
     events_lib.write_parquet(table, out / "events.parquet")
     ev = events_lib.encode(table, types, str(path or source))
     tfds_builder.write_encoded(ev, out)
-    tfds_dir = tfds_builder.build(out, source.replace("-", "_"), types, beam_runner=beam_runner)
+    options_obj = None
+    if beam_options:
+        import shlex
+
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        options_obj = PipelineOptions(shlex.split(beam_options))
+    tfds_dir = tfds_builder.build(
+        out, source.replace("-", "_"), types, beam_runner=beam_runner, beam_options=options_obj
+    )
     report_dict = report.to_dict() if report is not None else {"source": source, "dropped": {}}
     (out / "report.json").write_text(json.dumps(report_dict, indent=2, default=str))
     info = {

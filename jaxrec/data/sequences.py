@@ -124,6 +124,32 @@ def split_labels(events: Events, window: int) -> np.ndarray:
     return np.where(from_end < window, 2, np.where(from_end < 2 * window, 1, 0)).astype(np.int8)
 
 
+def temporal_labels(events: Events, cut: tuple[float, float]) -> np.ndarray:
+    """0 train, 1 valid, 2 test by a global time cut: events at or after the ``cut[1]`` quantile
+    of all timestamps are test, those from the ``cut[0]`` quantile on valid, the rest train.
+
+    Every model then trains on the past and is scored on the future, for all users at once.
+    """
+    lo, hi = (float(c) for c in cut)
+    if not 0.0 < lo <= hi < 1.0:
+        raise ValueError(f"config.data.temporal_cut: need 0 < valid <= test < 1, got {cut}")
+    t_valid, t_test = np.quantile(events.timestamp, [lo, hi], method="lower")
+    ts = events.timestamp
+    return np.where(ts >= t_test, 2, np.where(ts >= t_valid, 1, 0)).astype(np.int8)
+
+
+def split_events(events: Events, cfg: Any) -> np.ndarray:
+    """Split labels as ``config.data.split`` chooses: ``leave_last_out`` or ``temporal``."""
+    kind = cfg.get("split", "leave_last_out")
+    if kind == "leave_last_out":
+        return split_labels(events, int(cfg.window))
+    if kind == "temporal":
+        if int(cfg.window) < 1:
+            raise ValueError(f"config.data.window: must be >= 1, got {cfg.window}")
+        return temporal_labels(events, tuple(cfg.temporal_cut))
+    raise ValueError(f"config.data.split: 'leave_last_out' or 'temporal', got {kind!r}")
+
+
 def subsample_negatives(
     events: Events, roles: Roles, labels: np.ndarray, keep: float, seed: int
 ) -> np.ndarray:
@@ -239,8 +265,12 @@ def build_eval_set(
     w_idx = np.flatnonzero(in_window)
     w_ctx = ctx[w_idx]
     seqs, first_in = np.unique(w_ctx, return_index=True)
-    n = len(seqs)
     slot = np.arange(len(w_idx)) - first_in[np.searchsorted(seqs, w_ctx)]
+    # A temporal split can leave more than ``window`` events after the cut: the window is the
+    # first ``window`` of them (the next events after the cut).
+    w_idx, w_ctx, slot = w_idx[slot < window], w_ctx[slot < window], slot[slot < window]
+    first_in = np.flatnonzero(slot == 0)
+    n = len(seqs)
     row = np.searchsorted(seqs, w_ctx)
     win_items = np.zeros((n, window), np.int32)
     win_label = np.zeros((n, window), np.int8)

@@ -182,7 +182,7 @@ def build(
     builder = JaxrecSequences(
         source=source,
         feedback_types=feedback_types,
-        beam=beam_runner is not None,
+        beam=beam_runner is not None or beam_options is not None,
         data_dir=str(prepared_dir / "tfds"),
         file_format="array_record",
     )
