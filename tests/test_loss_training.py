@@ -15,8 +15,12 @@ COMBOS = {
     "in_batch_logq": {"in_batch_weight": 1.0, "sampled_weight": 0.0},
     "hardest_of_n": {"hardest_of": 64, "num_random_negatives": 8, "explicit_negatives": False},
     "popularity_per_query": {"sampler": "popularity", "shared_negatives": False},
-    "all_terms_dense": {"full_softmax_weight": 0.5, "in_batch_weight": 0.5, "ntr_weight": 0.2,
-                        "kernel": "dense"},
+    "all_terms_dense": {
+        "full_softmax_weight": 0.5,
+        "in_batch_weight": 0.5,
+        "ntr_weight": 0.2,
+        "kernel": "dense",
+    },
 }
 
 
