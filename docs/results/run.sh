@@ -18,5 +18,5 @@ for name in negatives skip_inputs embeddings feedback_mix num_random_negatives; 
   dest="docs/results/$dataset/$name"
   mkdir -p "$dest"
   cp "$out"/report.md "$out"/*.png "$dest"/
-  cp "$out"/results.json "$dest"/ 2>/dev/null || true
+  cp "$out"/results.json "$out"/base_config.json "$dest"/
 done

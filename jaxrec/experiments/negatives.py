@@ -20,13 +20,14 @@ KEY = "valid/pairwise_accuracy"
 TEST_KEY = "pairwise_accuracy"
 DEFAULT_K = 128  # random negatives when the base config has none
 CURVE_POINTS = 10
+EXPLICIT_WEIGHT = 16.0  # the weighted arm's loss.explicit_weight
 
 
 def arms(base: Any, quick: bool) -> list[Arm]:
     k = int(base.loss.num_random_negatives) or (16 if quick else DEFAULT_K)
     # hardest-of-N needs random draws; the explicit-only arm has none.
     no_hardest = {"loss.hardest_of": 0} if common.get_path(base, "loss.hardest_of", 0) else {}
-    return [
+    out = [
         Arm(
             "random_only",
             "random only",
@@ -46,6 +47,23 @@ def arms(base: Any, quick: bool) -> list[Arm]:
             f"{k} random negatives and the explicit ones",
         ),
     ]
+    if not quick:
+        # With logQ correction each uniform negative stands for |I|/K catalog items, so a few
+        # explicit negatives of weight 1 are a sliver of the softmax denominator: weight them up.
+        w = EXPLICIT_WEIGHT
+        out.append(
+            Arm(
+                "both_weighted",
+                f"random + explicit x{w:g}",
+                {
+                    "loss.num_random_negatives": k,
+                    "loss.explicit_negatives": True,
+                    "loss.explicit_weight": w,
+                },
+                f"{k} random negatives and the explicit ones, each explicit one weighted {w:g}",
+            )
+        )
+    return out
 
 
 def _first_reach(values: np.ndarray, target: float) -> int | None:
@@ -228,8 +246,10 @@ def _plot(ctx, arm_list, curves, summary, targets):
     stats = [mean_std(summary["arms"][a.name]["test_pairwise_accuracy"]) for a in arm_list]
     means = [m for m, _, _ in stats]
     errs = [s if math.isfinite(s) else 0.0 for _, s, _ in stats]
-    bars = axes[2].bar(labels, means, yerr=errs, color=["C0", "C1", "C2"], capsize=4)
+    colors = [f"C{i}" for i in range(len(labels))]  # the same colours as the curves
+    bars = axes[2].bar(labels, means, yerr=errs, color=colors, capsize=4)
     axes[2].bar_label(bars, fmt="%.4f", fontsize=8)
+    axes[2].tick_params(axis="x", labelrotation=20, labelsize=8)
     if np.isfinite(means).any():
         axes[2].set_ylim(max(0.0, np.nanmin(means) - 0.05), min(1.0, np.nanmax(means) + 0.03))
     axes[2].set_ylabel("test pairwise accuracy")
