@@ -468,6 +468,18 @@ def write_report(ctx: Context, report: Report) -> Path:
     return path
 
 
+def finish(
+    ctx: Context, report: Report, plots: list[Path], runs: dict[str, list[Run]], summary: Any
+) -> dict[str, Any]:
+    """Writes the report and returns an experiment's result (what results.json holds)."""
+    return {
+        "report": write_report(ctx, report),
+        "plots": plots,
+        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
+        "summary": summary,
+    }
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib

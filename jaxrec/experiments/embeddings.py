@@ -134,13 +134,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         + "."
     )
     report.image(scatter, "PCA of item embeddings by dominant feedback type")
-    path = common.write_report(ctx, report)
-    return {
-        "report": path,
-        "plots": [heat, scatter],
-        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
-        "summary": summary,
-    }
+    return common.finish(ctx, report, [heat, scatter], runs, summary)
 
 
 def _name(t: str, is_input: bool) -> str:

@@ -193,13 +193,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "entirely (not targets, not history tokens); validation and test windows are unchanged."
     )
     report.image(plot, "accuracy by negative share and by kept fraction")
-    path = common.write_report(ctx, report)
-    return {
-        "report": path,
-        "plots": [plot],
-        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
-        "summary": summary,
-    }
+    return common.finish(ctx, report, [plot], runs, summary)
 
 
 def _story(neg_types, buckets, frac, arm_list, overall) -> str:

@@ -146,13 +146,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "negatives teach."
     )
     report.image(plot, "validation pairwise accuracy vs steps and training seconds")
-    path = common.write_report(ctx, report)
-    return {
-        "report": path,
-        "plots": [plot],
-        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
-        "summary": summary,
-    }
+    return common.finish(ctx, report, [plot], runs, summary)
 
 
 def _mean_reached(values: list[float | None]) -> float:

@@ -120,13 +120,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         )
     )
     report.image(plot, "test pairwise accuracy vs N")
-    path = common.write_report(ctx, report)
-    return {
-        "report": path,
-        "plots": [plot],
-        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
-        "summary": summary,
-    }
+    return common.finish(ctx, report, [plot], runs, summary)
 
 
 def _story(ns: list[int], means: np.ndarray, peak: int, line: float) -> str:

@@ -112,13 +112,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "coin flips (0.5), so it rewards coverage."
     )
     report.image(plot, "coverage and accuracy with and without skip inputs")
-    path = common.write_report(ctx, report)
-    return {
-        "report": path,
-        "plots": [plot],
-        "arms": {k: [r.to_json() for r in v] for k, v in runs.items()},
-        "summary": summary,
-    }
+    return common.finish(ctx, report, [plot], runs, summary)
 
 
 def _story(arm_list: list[Arm], summary: dict[str, Any], why: str) -> str:
