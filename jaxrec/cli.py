@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         COMMANDS[argv[0]](argv[1:])
     except ValueError as e:
-        if str(e).startswith("config.") or "config." in str(e):
+        if "config." in str(e):
             raise SystemExit(f"jaxrec {argv[0]}: {e}") from None
         raise
 
