@@ -25,6 +25,10 @@ def get_config() -> ConfigDict:
     c.data.max_len = 50  # L: input tokens per example
     c.data.max_explicit = 8  # M: explicit negatives kept per position
     c.data.negative_keep_fraction = 1.0  # < 1 drops that share of training negatives (seeded)
+    c.data.max_context_positives = 512  # P: a context's liked items masked from its negatives
+    # W > 0: the explicit contrast (loss.contrast_weight) pairs every positive of the next W
+    # events with every explicit negative among them; 0: the positive vs its gap negatives.
+    c.data.contrast_window = 0
     c.data.simulator = ConfigDict()
     s = c.data.simulator
     s.num_users = 3000
@@ -60,6 +64,7 @@ def get_config() -> ConfigDict:
     c.model.mask_prob = 0.2  # cloze mode: share of tokens hidden behind [MASK]
     c.model.feedback_gate = False  # learnable per-feedback-type gate on item embeddings
     c.model.shared_embeddings = True
+    c.model.item_bias = False  # learned per-item output bias: score = q . e_i + b_i
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
@@ -71,6 +76,10 @@ def get_config() -> ConfigDict:
     c.loss.in_batch_weight = 0.0
     c.loss.sampled_weight = 1.0
     c.loss.ntr_weight = 0.0  # not-to-recommend: -log(1 - p(item)) on explicit negatives
+    # Explicit contrast: the positive against the position's explicit negatives alone (softmax
+    # or pairwise), beside the catalog terms rather than diluted inside them.
+    c.loss.contrast_weight = 0.0
+    c.loss.contrast_type = "softmax"  # softmax | pairwise
     c.loss.ntr_on = "auto"  # which softmax's p: auto | full_softmax | in_batch | sampled
     c.loss.type = "softmax"  # the random-negatives term: softmax | bce | gbce
     c.loss.num_random_negatives = 128  # K
@@ -92,6 +101,7 @@ def get_config() -> ConfigDict:
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
     c.optim.weight_decay = 0.01
+    c.optim.decay_embeddings = False  # weight decay on the embedding tables too
     c.optim.b2 = 0.98
     c.optim.grad_clip = 1.0
 
@@ -104,13 +114,16 @@ def get_config() -> ConfigDict:
     c.train.keep_checkpoints = 2
     # Model selection on validation only: test the best-validation model ("best") or the last.
     c.train.select = "best"
-    c.train.select_metric = "pairwise_accuracy"
+    c.train.select_metric = "pairwise_accuracy"  # any metric of eval_test.json, e.g. hr@10
+    c.train.select_mode = "auto"  # max | min; auto: min for neg_hr@k, max for the others
     c.train.early_stop_patience = 0  # evals without improvement before stopping; 0: never
 
     c.eval = ConfigDict()
     c.eval.batch_size = 512
     c.eval.k = 10
     c.eval.filter_seen = False  # music repeats: a seen song may be the right next one
+    # Fitted on the training part and scored on the same test windows at the end of every run.
+    c.eval.baselines = ("most_popular", "positive_rate", "item_knn", "ease")
 
     c.mesh = ConfigDict()
     c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices

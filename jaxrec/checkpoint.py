@@ -41,6 +41,15 @@ class Checkpointer:
         )
         return out["state"], dict(out["extra"] or {})
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def drop_after(self, step: int) -> None:
+        """Deletes the checkpoints saved after ``step`` (e.g. before resuming at ``step``)."""
+        for s in self.all_steps():
+            if s > step:
+                self.manager.delete(s)
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

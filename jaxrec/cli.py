@@ -7,16 +7,22 @@
     jaxrec data stats DIR
     jaxrec experiment NAME [--config FILE] [--seeds 3] --out DIR [--quick]
         NAME: negatives | skip_inputs | num_random_negatives | feedback_mix | embeddings
+    jaxrec baselines [--config FILE] --out DIR [--config.a.b=value ...]
     jaxrec export   --workdir DIR --out EXPORT_DIR [--k 10]
     jaxrec recommend --export EXPORT_DIR --history item:feedback,item:feedback,...
 
 Configs are plain-Python files with ``get_config()`` (ml_collections); any field can be
 overridden as ``--config.a.b=value``. Without ``--config``, the quickstart config is used.
+
+A bad input (a config value, a missing or malformed file) prints one line,
+``jaxrec <command>: <message>``, and exits with status 1; ``--debug`` (or JAXREC_DEBUG=1)
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +70,20 @@ def cmd_train(argv: Sequence[str]) -> None:
     from jaxrec.train import train
 
     train(fv.config, fv.workdir, progress=sys.stderr.isatty())
+
+
+def cmd_baselines(argv: Sequence[str]) -> None:
+    """Fits the baselines on the config's training part; prints and writes their metrics."""
+    fv = _parse(
+        argv,
+        lambda f: flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True),
+    )
+    from jaxrec.config import validate_config
+
+    validate_config(fv.config)  # before any data is read
+    from jaxrec.train import run_baselines
+
+    run_baselines(fv.config, fv.out)
 
 
 def cmd_eval(argv: Sequence[str]) -> None:
@@ -201,6 +221,7 @@ def cmd_experiment(argv: Sequence[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
+    "baselines": cmd_baselines,
     "experiment": cmd_experiment,
     "export": cmd_export,
     "recommend": cmd_recommend,
@@ -211,9 +232,21 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
 }
 
 
+def _user_error(e: BaseException) -> bool:
+    """Errors caused by the user's input (config, files), as opposed to bugs."""
+    from jaxrec.data.events import DataError
+    from jaxrec.eval.evaluator import NonFiniteScores
+
+    if isinstance(e, DataError | NonFiniteScores | OSError):
+        return True
+    return isinstance(e, ValueError) and "config." in str(e)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``jaxrec`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("JAXREC_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
         if argv and argv[0] not in ("-h", "--help"):
@@ -221,10 +254,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     try:
         COMMANDS[argv[0]](argv[1:])
-    except ValueError as e:
-        if "config." in str(e):
-            raise SystemExit(f"jaxrec {argv[0]}: {e}") from None
-        raise
+    except Exception as e:
+        if debug or not _user_error(e):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise SystemExit(f"jaxrec {argv[0]}: {message}") from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from jaxrec.data import feedback_types, simulator
+from jaxrec.eval.baselines import BASELINES
+from jaxrec.eval.metrics import metric_mode, metric_names
 from jaxrec.losses import validate_loss_config
 
 
@@ -14,6 +16,18 @@ def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
         value = value[part]
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"config.{path}: must be an integer >= {minimum}, got {value!r}")
+
+
+SELECT_MODES = ("auto", "max", "min")
+
+
+def select_sign(cfg: Any) -> float:
+    """+1 when model selection maximises ``train.select_metric``, -1 when it minimises it
+    (``train.select_mode``; 'auto': minimise the metrics where lower is better)."""
+    mode = cfg.train.get("select_mode", "auto")
+    if mode == "auto":
+        mode = metric_mode(cfg.train.select_metric, int(cfg.eval.k))
+    return 1.0 if mode == "max" else -1.0
 
 
 def validate_config(cfg: Any) -> None:
@@ -36,6 +50,9 @@ def validate_config(cfg: Any) -> None:
     ):
         _positive_int(cfg, path)
     _positive_int(cfg, "data.max_len", 2)
+    for path, minimum in (("data.contrast_window", 0), ("data.max_context_positives", 1)):
+        if path.split(".")[1] in cfg.data:
+            _positive_int(cfg, path, minimum)
     if cfg.data.source == "simulator":
         simulator.validate(cfg.data.simulator)
     types = feedback_types(cfg.data)
@@ -68,5 +85,19 @@ def validate_config(cfg: Any) -> None:
     if cfg.train.select not in ("best", "last"):
         raise ValueError(f"config.train.select: 'best' or 'last', got {cfg.train.select!r}")
     _positive_int(cfg, "train.early_stop_patience", 0)
+    names = metric_names(int(cfg.eval.k))
+    if cfg.train.select_metric not in names:
+        raise ValueError(
+            f"config.train.select_metric: unknown metric {cfg.train.select_metric!r}; "
+            f"valid names (eval.k = {cfg.eval.k}): {list(names)}"
+        )
+    unknown = sorted(set(cfg.eval.get("baselines", ())) - set(BASELINES))
+    if unknown:
+        raise ValueError(
+            f"config.eval.baselines: unknown baseline(s) {unknown}; known: {list(BASELINES)}"
+        )
+    mode = cfg.train.get("select_mode", "auto")
+    if mode not in SELECT_MODES:
+        raise ValueError(f"config.train.select_mode: one of {list(SELECT_MODES)}, got {mode!r}")
     if float(cfg.optim.learning_rate) <= 0:
         raise ValueError(f"config.optim.learning_rate: must be > 0, got {cfg.optim.learning_rate}")

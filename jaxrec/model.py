@@ -69,6 +69,7 @@ class SequenceModel(nnx.Module):
         self, cfg: Any, num_items: int, num_feedback_types: int, max_len: int, rngs: nnx.Rngs
     ):
         width = int(cfg.width)
+        self.width = width
         self.num_items = num_items
         # Rows padded to a multiple of the vocabulary multiple, so the table splits evenly over
         # the ``model`` axis (and tiles well on TPU); the padding rows are never scored.
@@ -100,6 +101,19 @@ class SequenceModel(nnx.Module):
                 rngs=rngs,
                 embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None)),
             )
+        # Optional learned per-item output bias: an item's score is q . e_i + b_i, so item
+        # quality (how often an item is liked once played) need not be squeezed into the dot
+        # product. Stored as a [rows, 1] table; queries get a constant 1 appended to match.
+        self.item_bias = nnx.data(None)
+        if cfg.get("item_bias", False):
+            self.item_bias = nnx.Embed(
+                rows,
+                1,
+                rngs=rngs,
+                embedding_init=nnx.with_partitioning(
+                    nnx.initializers.zeros_init(), (MODEL_AXIS, None)
+                ),
+            )
         self.blocks = nnx.List(
             [
                 Block(
@@ -124,7 +138,8 @@ class SequenceModel(nnx.Module):
         rngs: nnx.Rngs | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
-        """Query vectors ``[B, L, D]``: position t summarises tokens <= t (causal mode)."""
+        """Query vectors ``[B, L, D]`` (``D + 1`` with an item bias, whose query component is
+        1): position t summarises tokens <= t (causal mode)."""
         length = items_BxL.shape[1]
         x = self.item_embed(items_BxL)
         if self.feedback_gate is not None:
@@ -140,12 +155,20 @@ class SequenceModel(nnx.Module):
         mask = mask | jnp.eye(length, dtype=bool)[None, None]
         for block in self.blocks:
             x = block(x, mask, rngs, deterministic)
-        return self.final_norm(x).astype(jnp.float32)
+        out = self.final_norm(x).astype(jnp.float32)
+        if self.item_bias is not None:
+            out = jnp.concatenate([out, jnp.ones((*out.shape[:-1], 1), out.dtype)], axis=-1)
+        return out
 
     def item_table(self) -> jax.Array:
-        """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended)."""
+        """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended); with an
+        item bias, ``[V + 1, D + 1]`` whose last column is the bias."""
         table = self.output_embed if self.output_embed is not None else self.item_embed
-        return table.embedding[: self.num_items + 1]
+        table = table.embedding[: self.num_items + 1]
+        if self.item_bias is not None:
+            bias = self.item_bias.embedding[: self.num_items + 1].astype(table.dtype)
+            table = jnp.concatenate([table, bias], axis=1)
+        return table
 
     def feedback_table(self) -> jax.Array:
         """Learned feedback-type embeddings ``[T + 1, D]`` (row 0 is padding), for analysis."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from jaxrec import checkpoint, sharding
-from jaxrec.config import validate_config
+from jaxrec.config import select_sign, validate_config
 from jaxrec.data import load_events, pipeline
 from jaxrec.data.events import Events
 from jaxrec.data.sequences import (
@@ -28,6 +29,7 @@ from jaxrec.data.sequences import (
     split_events,
     subsample_negatives,
 )
+from jaxrec.eval.baselines import BASELINES, evaluate_baselines
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.losses import LossTargets, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
@@ -37,6 +39,7 @@ from jaxrec.model import SequenceModel
 class Data:
     events: Events
     roles: Roles
+    labels: np.ndarray  # split of every event: 0 train, 1 valid, 2 test, -1 removed
     train: Examples
     valid: EvalSet
     test: EvalSet
@@ -64,10 +67,18 @@ def prepare_data(cfg: Any) -> Data:
     keep = float(cfg.data.get("negative_keep_fraction", 1.0))
     labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
     d = cfg.data
-    train = build_examples(events, roles, labels, int(d.max_len), int(d.max_explicit))
+    train = build_examples(
+        events,
+        roles,
+        labels,
+        int(d.max_len),
+        int(d.max_explicit),
+        int(d.get("max_context_positives", 512)),
+        int(d.get("contrast_window", 0)) if float(cfg.loss.get("contrast_weight", 0)) > 0 else 0,
+    )
     valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
     test = build_eval_set(events, roles, labels, 2, int(d.max_len), int(d.window))
-    return Data(events, roles, train, valid, test, source_report)
+    return Data(events, roles, labels, train, valid, test, source_report)
 
 
 def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
@@ -80,6 +91,20 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
     )
 
 
+def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
+    """True for the parameters weight decay applies to: the transformer's weight matrices.
+
+    Biases and norms (1-D) never; the embedding tables (items, item bias, feedback types,
+    positions) only with ``decay_embeddings``: decay shrinks a rare item's row toward 0 between
+    its few updates, which most recommender trainers avoid."""
+
+    def decayed(path, p):
+        is_table = any("embed" in str(getattr(k, "key", k)) for k in path)
+        return p.ndim == 2 and (decay_embeddings or not is_table)
+
+    return jax.tree_util.tree_map_with_path(decayed, params)
+
+
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
@@ -88,8 +113,8 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         max(total_steps, 2),
         end_value=0.1 * float(cfg.learning_rate),
     )
-    # Decay weight matrices only: not embeddings' padding rows, biases or norms.
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim == 2, params)
+    decay_embeddings = bool(cfg.get("decay_embeddings", False))
+    decay_mask = lambda params: weight_decay_mask(params, decay_embeddings)
     return optax.chain(
         optax.clip_by_global_norm(float(cfg.grad_clip)),
         optax.adamw(
@@ -134,6 +159,7 @@ def cloze_batch(
         "positives": jnp.where(pos, items, 0),
         "explicit": jnp.where(hide[..., None], neg_items[:, None, :], 0),
         "explicit_type": jnp.broadcast_to(neg_types[:, None, :], (b, length, m)),
+        "context_positives": batch["context_positives"],
     }
 
 
@@ -147,6 +173,10 @@ def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
             f"known: {list(feedback_types)}"
         )
     return np.array([float(given.get(t, 1.0)) for t in feedback_types], np.float32)
+
+
+def _flat_window(x_BxLxW: jax.Array | None) -> jax.Array | None:
+    return None if x_BxLxW is None else x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
 
 
 def make_train_step(
@@ -183,16 +213,16 @@ def make_train_step(
                 positive_T,
                 negative_T,
             )
-        b, length, m = batch["explicit"].shape
-        # The row's positive targets are the items liked in that context: never negatives.
-        context_pos_NxL = jnp.broadcast_to(
-            batch["positives"][:, None, :], (b, length, length)
-        ).reshape(-1, length)
+        m = batch["explicit"].shape[-1]
         targets = LossTargets(
             positive_N=batch["positives"].reshape(-1),
             explicit_NxM=batch["explicit"].reshape(-1, m),
             explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
-            context_positives_NxP=context_pos_NxL,
+            # Every item liked anywhere in the row's context (not only in this example's
+            # slice of it): never a negative.
+            context_positives_RxP=batch["context_positives"],
+            future_items_NxW=_flat_window(batch.get("future_items")),
+            future_labels_NxW=_flat_window(batch.get("future_labels")),
         )
 
         def loss_fn(model):
@@ -239,16 +269,31 @@ def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
     return kept
 
 
-def _selection_state(rows: list[dict[str, Any]], key: str) -> tuple[float, int, bool]:
-    """(best validation value, evals since it, early-stopped?) as logged, for a resume."""
+def _selection_state(
+    rows: list[dict[str, Any]], key: str, sign: float = 1.0
+) -> tuple[float, int, bool]:
+    """(best signed validation value, evals since it, early-stopped?) as logged, for a resume.
+
+    ``sign`` is +1 for a metric to maximise, -1 for one to minimise (values are compared as
+    ``sign * value``, so "greater is better" throughout)."""
     best, since = -np.inf, 0
     for r in rows:
         if key in r:
-            if r[key] > best:
-                best, since = r[key], 0
+            if sign * r[key] > best:
+                best, since = sign * r[key], 0
             else:
                 since += 1
     return best, since, any(r.get("early_stopped") for r in rows)
+
+
+def _fresh_start(workdir: Path) -> None:
+    """A run without a regular checkpoint starts from nothing: an older run's log and best
+    checkpoint must not leak into this one (orbax would also refuse to save over them)."""
+    if jax.process_index() != 0:
+        return
+    (workdir / "metrics.jsonl").unlink(missing_ok=True)
+    (workdir / "eval_test.json").unlink(missing_ok=True)
+    shutil.rmtree(workdir / "best", ignore_errors=True)
 
 
 def _format_table(title: str, metrics: dict[str, float]) -> str:
@@ -333,19 +378,24 @@ def train(
     )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
-    # The best-validation model, kept apart for model selection (config train.select).
-    best_ckpt = checkpoint.Checkpointer(workdir, 1, name="best")
+    latest = ckpt.latest_step()
+    if latest is None:
+        _fresh_start(workdir)
+    # The best-validation model, kept apart for model selection (config train.select). Two
+    # are kept so that a resume, which drops best steps past the resumed step, keeps one.
+    best_ckpt = checkpoint.Checkpointer(workdir, 2, name="best")
     select_key = f"valid/{cfg.train.select_metric}"
+    sign = select_sign(cfg)
     patience = int(cfg.train.early_stop_patience)
     start, train_seconds, data_state = 0, 0.0, None
     best, since_best, stopped = -np.inf, 0, False
-    latest = ckpt.latest_step()
     if latest is not None:
         data_state = ts.restore(ckpt, latest).get("data")
         start = latest
         rows = _truncate_log(workdir / "metrics.jsonl", latest)
         train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
-        best, since_best, stopped = _selection_state(rows, select_key)
+        best, since_best, stopped = _selection_state(rows, select_key, sign)
+        best_ckpt.drop_after(latest)  # saved after the resumed step: never happened now
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
     batches = pipeline.batch_iterator(dataset, data_state)
@@ -386,7 +436,7 @@ def train(
                 if is_eval:
                     valid = evaluator(ts.model, data.valid)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
-                    value = row.get(select_key, np.nan)
+                    value = sign * row.get(select_key, np.nan)
                     if value > best:  # NaN never improves
                         best, since_best = value, 0
                         ts.save(best_ckpt, done)
@@ -421,10 +471,55 @@ def train(
     best_ckpt.close()
     test = evaluator(ts.model, data.test)
     test["selected_step"] = int(selected)
+    names = tuple(cfg.eval.get("baselines", BASELINES))
+    baselines = baseline_metrics(data, evaluator, {"test": data.test}, names)["test"]
     if lead:
         (workdir / "eval_test.json").write_text(json.dumps(test, indent=2))
         print(_format_table(f"test metrics ({workdir / 'eval_test.json'})", test))
+        if baselines:
+            (workdir / "baselines_test.json").write_text(json.dumps(baselines, indent=2))
+            print(compare_to_baselines(test, baselines, cfg.train.select_metric, sign))
     return test
+
+
+def baseline_metrics(
+    data: Data, evaluator: Evaluator, eval_sets: dict[str, EvalSet], names: tuple[str, ...]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {baseline: metrics}}``, fitted on ``data``'s own training part."""
+    if not names:
+        return {split: {} for split in eval_sets}
+    return evaluate_baselines(data.events, data.roles, data.labels, evaluator, eval_sets, names)
+
+
+def compare_to_baselines(
+    model: dict[str, float], baselines: dict[str, dict[str, float]], metric: str, sign: float
+) -> str:
+    """One line: the model against the best baseline on ``metric``."""
+    best = max(baselines, key=lambda n: sign * np.nan_to_num(baselines[n][metric], nan=-np.inf))
+    ours, theirs = model[metric], baselines[best][metric]
+    verdict = "beats" if sign * (ours - theirs) > 0 else "does NOT beat"
+    return (
+        f"{metric}: model {ours:.4f} vs best baseline {best} {theirs:.4f} "
+        f"({ours - theirs:+.4f}): the model {verdict} it (baselines_test.json has them all)"
+    )
+
+
+def run_baselines(cfg: Any, out: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``jaxrec baselines``: every baseline of ``eval.baselines`` (all when empty) on the
+    config's split; writes ``baselines_valid.json`` and ``baselines_test.json`` under ``out``."""
+    validate_config(cfg)
+    data = prepare_data(cfg)
+    names = tuple(cfg.eval.get("baselines", ())) or BASELINES
+    evaluator = Evaluator(cfg.eval)
+    results = baseline_metrics(data, evaluator, {"valid": data.valid, "test": data.test}, names)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, table in results.items():
+        (out / f"baselines_{split}.json").write_text(json.dumps(table, indent=2))
+    for name, metrics in results["test"].items():
+        print(_format_table(f"{name}: test metrics ({out / 'baselines_test.json'})", metrics))
+        print()
+    return results
 
 
 def load_trained(cfg: Any, workdir: str | Path) -> tuple[SequenceModel, Data, int]:

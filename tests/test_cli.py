@@ -78,3 +78,81 @@ def test_unknown_command_and_unknown_flag(tmp_path):
         main(["fly"])
     with pytest.raises(SystemExit, match="nope"):
         main(["train", "--workdir", str(tmp_path), "--nope=1"])
+
+
+def _one_line_error(argv, command):
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    msg = str(err.value)
+    assert msg.startswith(f"jaxrec {command}: ") and "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+    missing = tmp_path / "nope.csv"
+    msg = _one_line_error(
+        [
+            "data",
+            "prepare",
+            "--source",
+            "spotify-sessions",
+            "--input",
+            str(missing),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        "data",
+    )
+    assert str(missing) in msg
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("user_id,song_id,skipped\ncaf\xe9,1,0\n".encode("latin-1"))
+    msg = _one_line_error(
+        [
+            "data",
+            "prepare",
+            "--source",
+            "spotify-sessions",
+            "--input",
+            str(latin),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        "data",
+    )
+    assert "UTF8" in msg.replace("UTF-8", "UTF8") and "latin1.csv" in msg
+    msg = _one_line_error(
+        [
+            "train",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--config",
+            "configs/spotify_sessions.py",
+            f"--config.data.path={missing}",
+        ],
+        "train",
+    )
+    assert str(missing) in msg
+    not_a_dataset = tmp_path / "empty"
+    not_a_dataset.mkdir()
+    msg = _one_line_error(["data", "stats", str(not_a_dataset)], "data")
+    assert "not a prepared dataset" in msg
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, monkeypatch):
+    from jaxrec.data.events import DataError
+
+    argv = [
+        "data",
+        "prepare",
+        "--source",
+        "spotify-sessions",
+        "--input",
+        str(tmp_path / "nope.csv"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    with pytest.raises(DataError):
+        main([*argv, "--debug"])
+    monkeypatch.setenv("JAXREC_DEBUG", "1")
+    with pytest.raises(DataError):
+        main(argv)

@@ -93,6 +93,7 @@ def test_cloze_batch_hides_tokens_and_builds_targets():
         "positives": jnp.zeros((1, 5), jnp.int32),
         "explicit": jnp.zeros((1, 5, 2), jnp.int32),
         "explicit_type": jnp.zeros((1, 5, 2), jnp.int32),
+        "context_positives": jnp.array([[5, 8]]),
     }
     pos_T, neg_T = jnp.array([True, False]), jnp.array([False, True])
     out = cloze_batch(jax.random.key(0), batch, 0.999, 99, 9, pos_T, neg_T)
@@ -101,6 +102,7 @@ def test_cloze_batch_hides_tokens_and_builds_targets():
     assert out["positives"].tolist() == [[0, 5, 0, 0, 8]]
     assert out["explicit"][0, 1].tolist() == [6, 7] and out["explicit"][0, 0].tolist() == [0, 0]
     assert out["explicit_type"][0, 1].tolist() == [1, 1]
+    assert out["context_positives"].tolist() == [[5, 8]]  # the whole context's, passed on
     # With a tiny probability only the newest token is hidden, as at inference.
     out = cloze_batch(jax.random.key(0), batch, 1e-9, 99, 9, pos_T, neg_T)
     assert out["items"].tolist() == [[0, 5, 6, 7, 99]]

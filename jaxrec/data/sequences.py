@@ -74,7 +74,15 @@ class Examples:
     positives_ExL: np.ndarray  # int32 next positive item, 0 = no target
     explicit_ExLxM: np.ndarray  # int32 explicit negative items, 0 = padding
     explicit_type_ExLxM: np.ndarray  # int8 their feedback-type index
+    # int32, every item with positive feedback in the example's whole context (training part),
+    # 0-padded: never a negative for any position of the example, even when the context is
+    # split over several examples.
+    context_positives_ExP: np.ndarray
     report: dict[str, int]
+    # The next W events of the same context after each position (training part only): item
+    # and +1 positive / -1 explicit negative / 0 neither. W = 0 when not built.
+    future_items_ExLxW: np.ndarray | None = None
+    future_labels_ExLxW: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.items_ExL.shape[0])
@@ -86,6 +94,15 @@ class Examples:
             "positives": self.positives_ExL[idx],
             "explicit": self.explicit_ExLxM[idx],
             "explicit_type": self.explicit_type_ExLxM[idx],
+            "context_positives": self.context_positives_ExP[idx],
+            **(
+                {
+                    "future_items": self.future_items_ExLxW[idx],
+                    "future_labels": self.future_labels_ExLxW[idx],
+                }
+                if self.future_items_ExLxW is not None
+                else {}
+            ),
         }
 
 
@@ -172,10 +189,34 @@ def _rank_from_end(seg: np.ndarray) -> np.ndarray:
     return ends - np.arange(n)
 
 
+def context_positive_sets(
+    ctx: np.ndarray, item: np.ndarray, is_pos: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each context's distinct positive items: (context ids [C], items [C, P] 0-padded, how
+    many were left out because a context had more than ``limit``)."""
+    pairs = np.unique(
+        np.stack([ctx[is_pos].astype(np.int64), item[is_pos].astype(np.int64)]), axis=1
+    )
+    ctx_ids, first, counts = np.unique(pairs[0], return_index=True, return_counts=True)
+    width = max(min(int(counts.max()) if len(counts) else 1, limit), 1)
+    slot = np.arange(pairs.shape[1]) - np.repeat(first, counts)
+    keep = slot < width
+    out = np.zeros((len(ctx_ids), width), np.int32)
+    out[np.repeat(np.arange(len(ctx_ids)), counts)[keep], slot[keep]] = pairs[1][keep]
+    return ctx_ids, out, int((~keep).sum())
+
+
 def build_examples(
-    events: Events, roles: Roles, labels: np.ndarray, max_len: int, max_explicit: int
+    events: Events,
+    roles: Roles,
+    labels: np.ndarray,
+    max_len: int,
+    max_explicit: int,
+    max_context_positives: int = 512,
+    future_window: int = 0,
 ) -> Examples:
-    """Training examples from the events labelled 0 (train)."""
+    """Training examples from the events labelled 0 (train); with ``future_window`` W > 0,
+    also each position's next W events of the context (the explicit contrast's window)."""
     if max_len < 2:
         raise ValueError(f"config.data.max_len: must be >= 2, got {max_len}")
     if max_explicit < 1:
@@ -237,6 +278,38 @@ def build_examples(
     out_exp.reshape(-1)[neg_flat] = item[neg_src[neg_live]]
     out_exp_t.reshape(-1)[neg_flat] = fb[neg_src[neg_live]]
 
+    # The whole context's training positives, per example (a context may span examples).
+    ctx_ids, ctx_pos_CxP, ctx_pos_cut = context_positive_sets(
+        ctx, item, is_pos, max_context_positives
+    )
+    ex_ctx = np.zeros(num_examples, np.int64)
+    ex_ctx[new_id[example[live]]] = r_ctx[live]
+    where = np.searchsorted(ctx_ids, ex_ctx)
+    found = (where < len(ctx_ids)) & (ctx_ids[np.minimum(where, len(ctx_ids) - 1)] == ex_ctx)
+    out_ctx_pos = (
+        np.where(
+            found[:, None], ctx_pos_CxP[np.minimum(where, max(len(ctx_ids) - 1, 0))], 0
+        ).astype(np.int32)
+        if len(ctx_ids)
+        else np.zeros((num_examples, 1), np.int32)
+    )
+
+    future = (None, None)
+    if future_window > 0:
+        label = np.where(is_pos, 1, np.where(is_neg, -1, 0)).astype(np.int8)
+        off = np.arange(1, future_window + 1)
+        idx = rows[live][:, None] + off[None, :]  # [kept rows, W]
+        ok = idx < seq_end[live][:, None]
+        idx = np.minimum(idx, n - 1)
+        f_items = np.zeros((num_examples * max_len, future_window), np.int32)
+        f_labels = np.zeros((num_examples * max_len, future_window), np.int8)
+        f_items[token] = np.where(ok, item[idx], 0)
+        f_labels[token] = np.where(ok, label[idx], 0)
+        future = (
+            f_items.reshape(num_examples, max_len, future_window),
+            f_labels.reshape(num_examples, max_len, future_window),
+        )
+
     report = {
         "train_events": int(n),
         "input_tokens": int(len(rows)),
@@ -246,8 +319,10 @@ def build_examples(
         "examples": num_examples,
         "examples_without_target_skipped": int(num_chunks - num_examples),
         "input_tokens_in_skipped_examples": int((~live).sum()),
+        "context_positives_width": int(out_ctx_pos.shape[1]),
+        "context_positives_truncated": ctx_pos_cut,
     }
-    return Examples(out_items, out_fb, out_pos, out_exp, out_exp_t, report)
+    return Examples(out_items, out_fb, out_pos, out_exp, out_exp_t, out_ctx_pos, report, *future)
 
 
 def build_eval_set(

@@ -1,7 +1,14 @@
-"""Scores held-out windows with a model through the inference path and computes the metrics."""
+"""Scores held-out windows through the inference path and computes the metrics.
+
+The same windows, pairs, exclusions and metrics serve a trained model (``Evaluator.__call__``)
+and any scorer that maps a batch of histories to catalog scores (``Evaluator.evaluate_scorer``,
+used by the non-personalised and kNN baselines), so their figures are directly comparable.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -11,8 +18,20 @@ from flax import nnx
 
 from jaxrec import inference
 from jaxrec.data.sequences import EvalSet
-from jaxrec.eval.metrics import auc, negative_hit_rate, pairwise_accuracy, rank_metrics
+from jaxrec.eval.metrics import (
+    auc,
+    negative_hit_rate,
+    pairwise_accuracy,
+    rank_metrics,
+)
 from jaxrec.model import SequenceModel
+
+# (items_BxL, feedback_BxL) -> scores [B, V + 1] over the catalog (column 0, padding, ignored).
+CatalogScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class NonFiniteScores(ValueError):
+    """Raised instead of reporting metrics computed from NaN or infinite scores."""
 
 
 def _first_positive(window_items_NxW: np.ndarray, labels_NxW: np.ndarray) -> np.ndarray:
@@ -22,8 +41,12 @@ def _first_positive(window_items_NxW: np.ndarray, labels_NxW: np.ndarray) -> np.
     return np.where(pos.any(axis=1), window_items_NxW[np.arange(len(first)), first], 0)
 
 
-def _padded_seen(seen: tuple[np.ndarray, np.ndarray], rows: np.ndarray, target: np.ndarray):
-    """Seen items of ``rows`` as a padded ``[B, S]`` array, never including the row's target."""
+def _padded_seen(
+    seen: tuple[np.ndarray, np.ndarray], rows: np.ndarray, window_BxW: np.ndarray
+) -> np.ndarray:
+    """Seen items of ``rows`` as a padded ``[B, S]`` array, never including an item of the
+    row's window: every window item is ranked (the target for HR, the held-out negatives for
+    neg_hr), so none may be filtered to -inf."""
     off, ids = seen
     counts = off[rows + 1] - off[rows]
     width = max(int(counts.max()) if len(rows) else 1, 1)
@@ -32,8 +55,20 @@ def _padded_seen(seen: tuple[np.ndarray, np.ndarray], rows: np.ndarray, target: 
     take = off[rows][:, None] + col[None, :]
     ok = col[None, :] < counts[:, None]
     out[ok] = ids[take[ok]]
-    out[out == target[:, None]] = 0
+    in_window = (out[:, :, None] == window_BxW[:, None, :]).any(axis=2)
+    out[in_window] = 0
     return out
+
+
+def _ranks(scores_BxV, window_items_BxW, target_B, exclude_BxS):
+    """Window scores, next-positive ranks and window-item ranks from catalog scores."""
+    scores_BxV = jnp.asarray(scores_BxV, jnp.float32)
+    window_scores = jnp.take_along_axis(scores_BxV, window_items_BxW, axis=1)
+    window_scores = jnp.where(window_items_BxW > 0, window_scores, -jnp.inf)
+    rows = jnp.arange(scores_BxV.shape[0])[:, None]
+    ranked = scores_BxV.at[:, 0].set(-jnp.inf).at[rows, exclude_BxS].set(-jnp.inf)
+    ranks = inference.target_ranks(ranked, jnp.maximum(target_B, 1))
+    return window_scores, ranks, inference.item_ranks(ranked, window_items_BxW)
 
 
 class Evaluator:
@@ -44,6 +79,7 @@ class Evaluator:
         self.k = int(cfg.k)
         self.filter_seen = bool(cfg.filter_seen)
         self._fn = jax.jit(self._score, static_argnums=0)
+        self._rank_fn = jax.jit(_ranks)
 
     @staticmethod
     def _score(graphdef, state, items, feedback, window_items, target, exclude):
@@ -61,42 +97,69 @@ class Evaluator:
         window_scores, ranks, _ = self.score_all(model, data)
         return window_scores, ranks
 
-    def score_all(
-        self, model: SequenceModel, data: EvalSet
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window scores ``[N, W]``, next-positive ranks ``[N]``, window-item ranks ``[N, W]``."""
-        graphdef, state = nnx.split(model)
+    def _batches(self, data: EvalSet, fn: Callable[..., tuple]):
         target_N = _first_positive(data.window_items_NxW, data.window_label_NxW)
         n, b = len(data), self.batch_size
-        out_scores, out_ranks, out_wranks = [], [], []
+        outs: list[list[np.ndarray]] = [[], [], []]
         for start in range(0, n, b):
             rows = np.arange(start, min(start + b, n))
             pad = np.r_[rows, np.full(b - len(rows), rows[-1])]  # fixed shapes: one compile
             exclude = (
-                _padded_seen(data.seen_items, pad, target_N[pad])
+                _padded_seen(data.seen_items, pad, data.window_items_NxW[pad])
                 if self.filter_seen
                 else np.zeros((b, 1), np.int32)
             )
-            ws, rk, wr = self._fn(
-                graphdef,
-                state,
+            res = fn(
                 data.items_NxL[pad],
                 data.feedback_NxL[pad],
                 data.window_items_NxW[pad],
                 target_N[pad],
                 exclude,
             )
-            out_scores.append(np.asarray(ws)[: len(rows)])
-            out_ranks.append(np.asarray(rk)[: len(rows)])
-            out_wranks.append(np.asarray(wr)[: len(rows)])
-        if not out_scores:
+            for out, r in zip(outs, res, strict=True):
+                out.append(np.asarray(r)[: len(rows)])
+        if not outs[0]:
             shape = data.window_items_NxW.shape
             return np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(shape, np.int64)
-        return np.concatenate(out_scores), np.concatenate(out_ranks), np.concatenate(out_wranks)
+        return tuple(np.concatenate(o) for o in outs)
+
+    def score_all(
+        self, model: SequenceModel, data: EvalSet
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Window scores ``[N, W]``, next-positive ranks ``[N]``, window-item ranks ``[N, W]``."""
+        graphdef, state = nnx.split(model)
+        return self._batches(data, functools.partial(self._fn, graphdef, state))
+
+    def scorer_all(
+        self, scorer: CatalogScorer, data: EvalSet
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`score_all`, for a scorer returning catalog scores ``[B, V + 1]``."""
+
+        def fn(items, feedback, window_items, target, exclude):
+            return self._rank_fn(scorer(items, feedback), window_items, target, exclude)
+
+        return self._batches(data, fn)
 
     def __call__(self, model: SequenceModel, data: EvalSet) -> dict[str, float]:
         """Pairwise accuracy (covered sequences), coverage and full-ranking metrics."""
-        scores, ranks, window_ranks = self.score_all(model, data)
+        return self.metrics(data, *self.score_all(model, data))
+
+    def evaluate_scorer(self, scorer: CatalogScorer, data: EvalSet) -> dict[str, float]:
+        """The metrics of a catalog scorer (e.g. a baseline) on exactly the model's windows."""
+        return self.metrics(data, *self.scorer_all(scorer, data))
+
+    def metrics(
+        self, data: EvalSet, scores: np.ndarray, ranks: np.ndarray, window_ranks: np.ndarray
+    ) -> dict[str, float]:
+        """Metrics from window scores and ranks; refuses non-finite scores of real items."""
+        real = data.window_items_NxW > 0
+        bad = real & ~np.isfinite(scores)
+        if bad.any():
+            raise NonFiniteScores(
+                f"evaluation: {int(bad.sum())} of {int(real.sum())} held-out items got a "
+                "non-finite score (NaN or inf); the model's parameters are broken, so no "
+                "metric is reported"
+            )
         covered = data.covered_N
         labels = data.window_label_NxW
         pa_cov = pairwise_accuracy(scores[covered], labels[covered])

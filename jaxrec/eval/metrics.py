@@ -4,6 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
+# Metrics where a lower value is better; every other metric is maximised by model selection.
+LOWER_IS_BETTER = ("neg_hr@{k}",)
+
+
+def metric_names(k: int) -> tuple[str, ...]:
+    """The names of the metrics the evaluator reports with cut-off ``k`` (selectable ones)."""
+    return (
+        "pairwise_accuracy",
+        "pairwise_accuracy_per_context",
+        "pairwise_accuracy_all",
+        "user_coverage",
+        f"hr@{k}",
+        f"ndcg@{k}",
+        "mrr",
+        "auc",
+        f"neg_hr@{k}",
+        f"delta_hr@{k}",
+    )
+
+
+def metric_mode(name: str, k: int) -> str:
+    """'min' for a metric where lower is better, else 'max'."""
+    return "min" if name in {m.format(k=k) for m in LOWER_IS_BETTER} else "max"
+
 
 def pairwise_accuracy(scores_NxW: np.ndarray, labels_NxW: np.ndarray) -> dict[str, float]:
     """How often a positive outscores an explicit negative of the same window (ties half).

@@ -42,11 +42,12 @@ def pca_2d(x_VxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x @ vt[:2].T, share
 
 
-def dominant_type(events: Any, window: int) -> np.ndarray:
-    """``[V + 1]``: the feedback type each item received most in training; -1 for none."""
-    from jaxrec.data.sequences import split_labels
+def dominant_type(events: Any, labels: np.ndarray) -> np.ndarray:
+    """``[V + 1]``: the feedback type each item received most in training; -1 for none.
 
-    train = split_labels(events, window) == 0
+    ``labels`` is the run's own split (``Data.labels``), so "training" means what it did in
+    the run (configured split, subsampled negatives removed)."""
+    train = labels == 0
     t = len(events.feedback_types)
     flat = events.item[train].astype(np.int64) * t + events.feedback[train].astype(np.int64)
     counts = np.bincount(flat, minlength=(events.num_items + 1) * t).reshape(-1, t)
@@ -63,12 +64,12 @@ def run(ctx: common.Context) -> dict[str, Any]:
         model, data, _ = load_trained(ctx.config(arm, k), ctx.run_dir(arm, k))
         cos.append(cosine_matrix(np.asarray(model.feedback_table())[1:]))
         if k == 0:
-            first = (np.asarray(model.item_table())[1:], data)
+            first = (np.asarray(model.item_table())[1:, : model.width], data)  # no bias
     cos = np.stack(cos)  # [S, T, T]
     items, data = first
     types = list(data.events.feedback_types)
     inputs = [bool(x) for x in data.roles.input_T]
-    dom = dominant_type(data.events, int(ctx.config(arm).data.window))[1:]
+    dom = dominant_type(data.events, data.labels)[1:]
     coords, share = pca_2d(items)
 
     summary: dict[str, Any] = {

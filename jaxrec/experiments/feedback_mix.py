@@ -38,12 +38,12 @@ def arms(quick: bool, fractions: tuple[float, ...] | None = None) -> list[Arm]:
     ]
 
 
-def history_shares(events: Any, window: int, context_N: np.ndarray) -> np.ndarray:
+def history_shares(events: Any, labels: np.ndarray, context_N: np.ndarray) -> np.ndarray:
     """``[N, T]``: each test sequence's share of each feedback type among the events before its
-    test window (training part and validation window; events removed from the data excluded)."""
-    from jaxrec.data.sequences import split_labels
+    test window (training part and validation window; events removed from the data excluded).
 
-    labels = split_labels(events, window)
+    ``labels`` is the run's own split (``Data.labels``: the configured split, after
+    ``data.negative_keep_fraction``), so the shares count exactly the history the model saw."""
     keep = (labels >= 0) & (labels < 2)  # -1: removed from the data
     t = len(events.feedback_types)
     flat = events.context[keep].astype(np.int64) * t + events.feedback[keep].astype(np.int64)
@@ -63,7 +63,7 @@ def sequence_scores(ctx: common.Context, arm: Arm, k: int) -> dict[str, Any]:
     neg_types = [
         t for t, n in zip(data.events.feedback_types, data.roles.negative_T, strict=True) if n
     ]
-    shares = history_shares(data.events, int(cfg.data.window), data.test.context_N)
+    shares = history_shares(data.events, data.labels, data.test.context_N)
     idx = [data.events.feedback_types.index(t) for t in neg_types]
     return {
         "scores": scores,

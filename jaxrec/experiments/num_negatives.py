@@ -35,8 +35,14 @@ HARDEST_KEEP = 1  # K: negatives kept per query out of the N drawn (the paper's 
 
 
 def sweep_overrides(n: int, base: Any) -> dict[str, Any]:
-    """Loss overrides of the arm with N random negatives."""
-    over: dict[str, Any] = {"loss.explicit_negatives": False}
+    """Loss overrides of the arm with N random negatives.
+
+    Every arm is the same loss: a softmax over the positive and the kept negatives, with no
+    logQ correction. Hardest-of-N turns the correction off (the kept ones are no longer a
+    sample from Q), so the plain-draw arms (N <= HARDEST_KEEP) turn it off too: "the hardest 1
+    of 1" is one uncorrected random negative, not a catalog estimate with +log |I| on it.
+    """
+    over: dict[str, Any] = {"loss.explicit_negatives": False, "loss.logq_correction": False}
     has_hardest = common.get_path(base, "loss.hardest_of", None) is not None
     if SAMPLING == "hardest_of" and n > HARDEST_KEEP:
         over.update({"loss.num_random_negatives": HARDEST_KEEP, "loss.hardest_of": n})

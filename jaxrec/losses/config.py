@@ -16,6 +16,7 @@ LOSS_TYPES = ("softmax", "bce", "gbce")
 KERNELS = ("dense", "chunked", "pallas")
 SAMPLERS = ("uniform", "popularity")
 SOFTMAX_TERMS = ("full_softmax", "in_batch", "sampled")
+CONTRAST_TYPES = ("softmax", "pairwise")
 NTR_ON = ("auto", *SOFTMAX_TERMS)
 
 
@@ -28,6 +29,9 @@ class LossConfig:
     in_batch_weight: float = 0.0
     sampled_weight: float = 1.0
     ntr_weight: float = 0.0
+    # The explicit contrast: the positive against the position's explicit negatives alone.
+    contrast_weight: float = 0.0
+    contrast_type: str = "softmax"
     # The sampled (random-negatives) term.
     type: str = "softmax"
     num_random_negatives: int = 128
@@ -105,13 +109,24 @@ def validate_loss_config(cfg: Any) -> None:
     if not isinstance(cfg, LossConfig):
         LossConfig.from_config(cfg)  # validates on construction
         return
-    for f in ("full_softmax_weight", "in_batch_weight", "sampled_weight", "ntr_weight"):
+    for f in (
+        "full_softmax_weight",
+        "in_batch_weight",
+        "sampled_weight",
+        "ntr_weight",
+        "contrast_weight",
+    ):
         _weight(cfg, f)
     _weight(cfg, "explicit_weight")
     _check(cfg.type in LOSS_TYPES, "type", f"unknown {cfg.type!r}; expected one of {LOSS_TYPES}")
     _check(cfg.kernel in KERNELS, "kernel", f"unknown {cfg.kernel!r}; expected one of {KERNELS}")
     _check(
         cfg.sampler in SAMPLERS, "sampler", f"unknown {cfg.sampler!r}; expected one of {SAMPLERS}"
+    )
+    _check(
+        cfg.contrast_type in CONTRAST_TYPES,
+        "contrast_type",
+        f"unknown {cfg.contrast_type!r}; expected one of {CONTRAST_TYPES}",
     )
     _check(cfg.ntr_on in NTR_ON, "ntr_on", f"unknown {cfg.ntr_on!r}; expected one of {NTR_ON}")
     for f in ("explicit_negatives", "shared_negatives", "logq_correction"):
@@ -140,10 +155,10 @@ def validate_loss_config(cfg: Any) -> None:
             _is_int(b) and b >= 8 and b % 8 == 0, f, f"must be a positive multiple of 8, got {b!r}"
         )
     _check(
-        bool(cfg.active_terms()),
+        bool(cfg.active_terms()) or cfg.contrast_weight > 0,
         "sampled_weight",
         "no loss term is on: set one of loss.full_softmax_weight, loss.in_batch_weight, "
-        "loss.sampled_weight > 0",
+        "loss.sampled_weight, loss.contrast_weight > 0",
     )
     if cfg.sampled_weight > 0:
         _check(

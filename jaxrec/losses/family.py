@@ -33,8 +33,14 @@ class LossTargets:
     positive_N: jax.Array  # int32, next positive item (0 = no target at this position)
     explicit_NxM: jax.Array  # int32, negative-feedback items before the next positive
     explicit_type_NxM: jax.Array  # int32, their feedback-type index (ignored where item is 0)
-    # int32, other items with positive feedback in the same context (0 = pad): never negatives.
-    context_positives_NxP: jax.Array | None = None
+    # int32, items with positive feedback anywhere in the context of each of R rows (0 = pad):
+    # never negatives. The N queries are R rows of N / R consecutive queries (an example's
+    # positions), so a context's positives are given once per row, not once per query.
+    context_positives_RxP: jax.Array | None = None
+    # int32 items / int8 labels (+1 positive, -1 explicit negative, 0 neither) of the next W
+    # events after each query: the explicit contrast's window (None: the gap negatives).
+    future_items_NxW: jax.Array | None = None
+    future_labels_NxW: jax.Array | None = None
 
     @classmethod
     def create(
@@ -42,7 +48,7 @@ class LossTargets:
         positive_N: jax.Array,
         explicit_NxM: jax.Array | None = None,
         explicit_type_NxM: jax.Array | None = None,
-        context_positives_NxP: jax.Array | None = None,
+        context_positives_RxP: jax.Array | None = None,
     ) -> LossTargets:
         """Targets with empty (M = 0) explicit negatives when none are given."""
         n = positive_N.shape[0]
@@ -50,7 +56,12 @@ class LossTargets:
             explicit_NxM = jnp.zeros((n, 0), jnp.int32)
         if explicit_type_NxM is None:
             explicit_type_NxM = jnp.zeros(explicit_NxM.shape, jnp.int32)
-        return cls(positive_N, explicit_NxM, explicit_type_NxM, context_positives_NxP)
+        if context_positives_RxP is not None and n % context_positives_RxP.shape[0]:
+            raise ValueError(
+                f"context_positives_RxP: {context_positives_RxP.shape[0]} rows do not divide "
+                f"{n} queries"
+            )
+        return cls(positive_N, explicit_NxM, explicit_type_NxM, context_positives_RxP)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,11 +158,26 @@ def select_hardest(
     return idx_NxK, jnp.take_along_axis(mask_NxH, idx_NxK, axis=1)
 
 
-def _row_mask(ids_NxK: jax.Array, exclude_NxP: jax.Array) -> jax.Array:
+def _row_mask(
+    ids_NxK: jax.Array, exclude_NxP: jax.Array, row_exclude_RxV: jax.Array | None = None
+) -> jax.Array:
+    """True where a per-query candidate counts: id != 0, not excluded for its query or row."""
     mask = ids_NxK != 0
     for p in range(exclude_NxP.shape[1]):
         mask = mask & (ids_NxK != exclude_NxP[:, p : p + 1])
+    if row_exclude_RxV is not None:
+        n, r = ids_NxK.shape[0], row_exclude_RxV.shape[0]
+        row_N = jnp.arange(n) // (n // r)
+        mask = mask & ~row_exclude_RxV[row_N[:, None], ids_NxK]
     return mask
+
+
+def context_exclusion(context_positives_RxP: jax.Array, num_rows: int) -> jax.Array:
+    """``[R, V + 1]`` bool: the items each row's context liked (column 0, padding, False)."""
+    r = context_positives_RxP.shape[0]
+    rows = jnp.arange(r)[:, None]
+    out = jnp.zeros((r, num_rows), bool).at[rows, context_positives_RxP.astype(jnp.int32)].set(True)
+    return out.at[:, 0].set(False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,9 +232,16 @@ def compute_loss(
 
     pos_logit_N = jnp.einsum("nd,nd->n", query_NxD, table_VxD[pos_N], preferred_element_type=_F32)
     exclude_NxP = pos_N[:, None]
-    if c.mask_context_positives and targets.context_positives_NxP is not None:
-        ctx = targets.context_positives_NxP.astype(jnp.int32)
-        exclude_NxP = jnp.concatenate([exclude_NxP, ctx], axis=1)
+    row_excl_RxV = None  # [R, V + 1]: items liked in each row's context
+    if c.mask_context_positives and targets.context_positives_RxP is not None:
+        ctx_RxP = targets.context_positives_RxP.astype(jnp.int32)
+        if c.kernel == "pallas":  # its tiles take per-query ids only
+            per_row = query_NxD.shape[0] // ctx_RxP.shape[0]
+            exclude_NxP = jnp.concatenate(
+                [exclude_NxP, jnp.repeat(ctx_RxP, per_row, axis=0)], axis=1
+            )
+        else:
+            row_excl_RxV = context_exclusion(ctx_RxP, num_rows)
 
     exp_NxM = targets.explicit_NxM.astype(jnp.int32)
     num_explicit = exp_NxM.shape[1]
@@ -243,7 +276,7 @@ def compute_loss(
 
     if c.full_softmax_weight > 0:
         # ids=None: candidate ids are the row positions (row 0, the padding item, is masked).
-        lse_N = lse_fn(query_NxD, table_VxD, None, None, extra_NxE, exclude_NxP)
+        lse_N = lse_fn(query_NxD, table_VxD, None, None, extra_NxE, exclude_NxP, row_excl_RxV)
         softmax_term("full_softmax", lse_N)
 
     if c.in_batch_weight > 0:
@@ -254,8 +287,10 @@ def compute_loss(
             log_q_N = in_batch_log_q(pos_N, num_rows)
             bias_N = -(log_q_N + jnp.log(denom))
         cand_NxD = table_VxD[cand_ids_N]
+        row_excl = None if row_excl_RxV is None else row_excl_RxV[:, cand_ids_N]
         softmax_term(
-            "in_batch", lse_fn(query_NxD, cand_NxD, cand_ids_N, bias_N, extra_NxE, exclude_NxP)
+            "in_batch",
+            lse_fn(query_NxD, cand_NxD, cand_ids_N, bias_N, extra_NxE, exclude_NxP, row_excl),
         )
 
     if c.sampled_weight > 0:
@@ -265,7 +300,7 @@ def compute_loss(
             table_VxD,
             pos_logit_N,
             extra_NxE,
-            exclude_NxP,
+            (exclude_NxP, row_excl_RxV),
             rng,
             item_log_prob_V,
             num_items,
@@ -287,6 +322,23 @@ def compute_loss(
         metrics[f"loss_{name}"] = term
         loss = loss + weights[name] * term
 
+    if c.contrast_weight > 0 and targets.future_items_NxW is not None:
+        contrast = window_contrast_term(
+            c.contrast_type,
+            query_NxD,
+            table_VxD,
+            targets.future_items_NxW.astype(jnp.int32),
+            targets.future_labels_NxW.astype(jnp.int32),
+        )
+        metrics["loss_contrast"] = contrast
+        loss = loss + c.contrast_weight * contrast
+    elif c.contrast_weight > 0 and num_explicit:
+        contrast = contrast_term(
+            c.contrast_type, pos_logit_N, exp_logit_NxM, jnp.where(exp_valid_NxM, type_w_NxM, 0.0)
+        )
+        metrics["loss_contrast"] = contrast
+        loss = loss + c.contrast_weight * contrast
+
     ntr_on = c.ntr_term()
     if ntr_on is not None and num_explicit:
         # p = e^s / (e^s + Z): the disliked item takes the label slot among the term's
@@ -307,13 +359,63 @@ def compute_loss(
     return loss, metrics
 
 
+def contrast_term(
+    kind: str, pos_logit_N: jax.Array, exp_logit_NxM: jax.Array, w_NxM: jax.Array
+) -> jax.Array:
+    """The positive against its own explicit negatives only (weights ``w``, 0 = no pair),
+    averaged over the queries that have at least one: what pairwise accuracy measures.
+
+    ``softmax``: -log( e^s+ / (e^s+ + sum_m w_m e^s_m) ); ``pairwise`` (BPR):
+    sum_m w_m softplus(s_m - s+) / sum_m w_m.
+    """
+    has_N = jnp.sum(w_NxM, axis=1) > 0
+    if kind == "softmax":
+        on = w_NxM > 0
+        logits = jnp.where(on, exp_logit_NxM + jnp.log(jnp.where(on, w_NxM, 1.0)), -jnp.inf)
+        both = jnp.concatenate([pos_logit_N[:, None], logits], axis=1)
+        per_N = safe_logsumexp(both, axis=1) - pos_logit_N
+    else:
+        pair_NxM = jax.nn.softplus(exp_logit_NxM - pos_logit_N[:, None])
+        per_N = jnp.sum(w_NxM * pair_NxM, 1) / jnp.maximum(jnp.sum(w_NxM, 1), 1e-30)
+    per_N = jnp.where(has_N, per_N, 0.0)
+    return jnp.sum(per_N) / jnp.maximum(jnp.sum(has_N), 1).astype(_F32)
+
+
+def window_contrast_term(
+    kind: str,
+    query_NxD: jax.Array,
+    table_VxD: jax.Array,
+    items_NxW: jax.Array,
+    labels_NxW: jax.Array,
+) -> jax.Array:
+    """Every positive of the next W events against every explicit negative among them, from
+    the query before them: the training twin of pairwise accuracy on a held-out window.
+
+    ``softmax``: per positive p, log(1 + sum_n e^(s_n - s_p)); ``pairwise`` (BPR): per pair,
+    softplus(s_n - s_p). Averaged over positives (pairs) that have a negative.
+    """
+    s_NxW = jnp.einsum("nd,nwd->nw", query_NxD, table_VxD[items_NxW], preferred_element_type=_F32)
+    pos, neg = (labels_NxW == 1) & (items_NxW > 0), (labels_NxW == -1) & (items_NxW > 0)
+    has_N = jnp.any(neg, axis=1)
+    if kind == "softmax":
+        neg_lse_N = safe_logsumexp(jnp.where(neg, s_NxW, -jnp.inf), axis=1)
+        neg_lse_N = jnp.where(has_N, neg_lse_N, 0.0)
+        per_NxW = jax.nn.softplus(neg_lse_N[:, None] - s_NxW)
+        on = pos & has_N[:, None]
+        return jnp.sum(jnp.where(on, per_NxW, 0.0)) / jnp.maximum(jnp.sum(on), 1).astype(_F32)
+    pair_NxWxW = pos[:, :, None] & neg[:, None, :]
+    diff = s_NxW[:, None, :] - s_NxW[:, :, None]
+    total = jnp.sum(jnp.where(pair_NxWxW, jax.nn.softplus(diff), 0.0))
+    return total / jnp.maximum(jnp.sum(pair_NxWxW), 1).astype(_F32)
+
+
 def _sampled_term(
     c: LossConfig,
     query_NxD,
     table_VxD,
     pos_logit_N,
     extra_NxE,
-    exclude_NxP,
+    excl,
     rng,
     item_log_prob_V,
     num_items,
@@ -325,6 +427,7 @@ def _sampled_term(
     """The random-negatives term (softmax, BCE or gBCE; shared or per-query; hardest-of-N)."""
     n = query_NxD.shape[0]
     k = c.num_random_negatives
+    exclude_NxP, row_excl_RxV = excl
     neg_logit_NxK = neg_mask_NxK = None
     if k:
         ids, log_q = draw_random_negatives(c, rng, n, num_items, item_log_prob_V)
@@ -334,8 +437,15 @@ def _sampled_term(
         bias = -(log_q + math.log(k))
         if c.type == "softmax" and c.shared_negatives and not c.hardest_of:
             cand_KxD = table_VxD[ids]
+            row_excl = None if row_excl_RxV is None else row_excl_RxV[:, ids]
             lse = lse_fn(
-                query_NxD, cand_KxD, ids, bias if correct else None, extra_NxE, exclude_NxP
+                query_NxD,
+                cand_KxD,
+                ids,
+                bias if correct else None,
+                extra_NxE,
+                exclude_NxP,
+                row_excl,
             )
             softmax_term("sampled", lse)
             return
@@ -349,7 +459,7 @@ def _sampled_term(
             neg_logit_NxK = jnp.einsum(
                 "nd,nkd->nk", query_NxD, table_VxD[ids], preferred_element_type=_F32
             )
-        neg_mask_NxK = _row_mask(ids, exclude_NxP)
+        neg_mask_NxK = _row_mask(ids, exclude_NxP, row_excl_RxV)
         if c.hardest_of:
             idx_NxK, neg_mask_NxK = select_hardest(neg_logit_NxK, neg_mask_NxK, k)
             neg_logit_NxK = jnp.take_along_axis(neg_logit_NxK, idx_NxK, axis=1)

@@ -6,7 +6,10 @@ logits per query, every implementation returns
     lse_N[n] = log( sum_e exp(extra_NxE[n, e])
                     + sum_{c : id_c != 0, id_c not in exclude_NxP[n]} exp(q_n . t_c + bias_C[c]) )
 
-and ``-inf`` for a row with no term at all. Extra logits may be ``-inf`` (masked);
+and ``-inf`` for a row with no term at all. ``row_exclude_RxC`` (optional, bool) also drops
+candidate c for every query of row r, where the N queries are R rows of N / R consecutive
+queries (a training example's positions): how a whole context's positives are kept out of its
+negatives without an N x P list of ids. Extra logits may be ``-inf`` (masked);
 ``cand_ids_C=None`` means the ids are the row positions (the catalog: row 0 is padding). The caller
 puts the positive, the explicit negatives and any per-query candidates into ``extra``; the
 catalog (full softmax) or the in-batch positives are the streamed candidates.
@@ -51,10 +54,21 @@ def candidate_mask(ids_C: jax.Array, exclude_NxP: jax.Array | None) -> jax.Array
     return mask
 
 
-def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, exclude_NxP, start=None):
-    """Masked logits of one candidate tile; ``ids_c=None`` means ids are row positions."""
+def _row_mask(row_exclude_Rxc, n: int) -> jax.Array:
+    """``[N, c]`` mask from a per-row one: N queries are R rows of N / R queries."""
+    r = row_exclude_Rxc.shape[0]
+    return jnp.repeat(row_exclude_Rxc, n // r, axis=0, total_repeat_length=n)
+
+
+def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, excl, start=None):
+    """Masked logits of one candidate tile; ``ids_c=None`` means ids are row positions.
+
+    ``excl`` is (exclude_NxP, row_exclude_Rxc or None), the latter already cut to the tile."""
+    exclude_NxP, row_exclude_Rxc = excl
     s = lax.dot_general(q_NxD, t_cxD, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
     s = s + bias_c[None, :]
+    if row_exclude_Rxc is not None:
+        s = jnp.where(_row_mask(row_exclude_Rxc, s.shape[0]), -jnp.inf, s)
     if ids_c is not None:
         return jnp.where(candidate_mask(ids_c, exclude_NxP), s, -jnp.inf)
     # Ids are positions (the catalog): scatter -inf at the N x (P + 1) excluded positions, a
@@ -66,7 +80,7 @@ def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, exclude_NxP, start=None):
     return s.at[rows, excl].set(-jnp.inf, mode="drop")
 
 
-def _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP):
+def _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC=None):
     n, c = query_NxD.shape[0], cand_CxD.shape[0]
     if cand_bias_C is None:
         cand_bias_C = jnp.zeros((c,), _F32)
@@ -74,7 +88,16 @@ def _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP):
         extra_NxE = jnp.full((n, 1), -jnp.inf, _F32)
     if exclude_NxP is None:
         exclude_NxP = jnp.zeros((n, 0), jnp.int32)
-    return cand_bias_C.astype(_F32), extra_NxE.astype(_F32), exclude_NxP.astype(jnp.int32)
+    if row_exclude_RxC is not None:
+        r = row_exclude_RxC.shape[0]
+        if row_exclude_RxC.shape[1] != c or n % r:
+            raise ValueError(
+                f"row_exclude_RxC: shape {row_exclude_RxC.shape} does not fit {n} queries "
+                f"x {c} candidates"
+            )
+        row_exclude_RxC = row_exclude_RxC.astype(bool)
+    excl = (exclude_NxP.astype(jnp.int32), row_exclude_RxC)
+    return cand_bias_C.astype(_F32), extra_NxE.astype(_F32), excl
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,16 +111,15 @@ def dense_lse(
     cand_bias_C: jax.Array | None = None,
     extra_NxE: jax.Array | None = None,
     exclude_NxP: jax.Array | None = None,
+    row_exclude_RxC: jax.Array | None = None,
 ) -> jax.Array:
     """Reference: the whole N x (E + C) logit matrix in float32, differentiated by autodiff."""
-    bias_C, extra_NxE, exclude_NxP = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP
+    bias_C, extra_NxE, excl = _defaults(
+        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC
     )
     if cand_ids_C is None:  # positions: the reference compares ids, as written in the spec
         cand_ids_C = jnp.arange(cand_CxD.shape[0], dtype=jnp.int32)
-    s_NxC = _tile_logits(
-        query_NxD.astype(_F32), cand_CxD.astype(_F32), cand_ids_C, bias_C, exclude_NxP
-    )
+    s_NxC = _tile_logits(query_NxD.astype(_F32), cand_CxD.astype(_F32), cand_ids_C, bias_C, excl)
     return safe_logsumexp(jnp.concatenate([extra_NxE, s_NxC], axis=1), axis=1)
 
 
@@ -120,11 +142,13 @@ def _online_update(carry, s_NxC):
 
 
 def _chunk_logits(q, t, ids, bias, excl, start, size):
-    def cut(x):
+    def cut(x, axis=0):
         if isinstance(start, int):
-            return x[start : start + size]
-        return lax.dynamic_slice_in_dim(x, start, size)
+            return lax.slice_in_dim(x, start, start + size, axis=axis)
+        return lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
+    exclude_NxP, row_RxC = excl
+    excl = (exclude_NxP, None if row_RxC is None else cut(row_RxC, axis=1))
     return _tile_logits(q, cut(t), None if ids is None else cut(ids), cut(bias), excl, start)
 
 
@@ -224,12 +248,13 @@ def chunked_lse(
     cand_bias_C: jax.Array | None = None,
     extra_NxE: jax.Array | None = None,
     exclude_NxP: jax.Array | None = None,
+    row_exclude_RxC: jax.Array | None = None,
     *,
     chunk_size: int = 1024,
 ) -> jax.Array:
     """Streamed lse with a recomputing custom VJP; bf16 inputs accumulate in float32."""
     bias_C, extra_NxE, exclude_NxP = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP
+        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC
     )
     return _chunked_lse(
         query_NxD,
@@ -256,7 +281,7 @@ def _pallas_fwd(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_c
 
     ids_C = jnp.arange(t.shape[0], dtype=jnp.int32) if ids is None else ids
     partial_NxB = pallas_partial_lse(
-        q, t, ids_C, bias, excl, block_q=block_q, block_c=block_c, interpret=interpret
+        q, t, ids_C, bias, excl[0], block_q=block_q, block_c=block_c, interpret=interpret
     )
     lse = _stream_lse(q, t, ids, bias, extra, excl, bwd_chunk, init=partial_NxB)
     return lse, (q, t, ids, bias, extra, excl, lse)
@@ -276,6 +301,7 @@ def pallas_lse(
     cand_bias_C: jax.Array | None = None,
     extra_NxE: jax.Array | None = None,
     exclude_NxP: jax.Array | None = None,
+    row_exclude_RxC: jax.Array | None = None,
     *,
     chunk_size: int = 1024,
     block_queries: int = 128,
@@ -283,7 +309,12 @@ def pallas_lse(
     interpret: bool = False,
 ) -> jax.Array:
     """Forward in Pallas (one partial lse per query block x candidate block); the backward is
-    the chunked XLA recompute (``chunk_size``). On CPU, Pallas runs in interpret mode."""
+    the chunked XLA recompute (``chunk_size``). On CPU, Pallas runs in interpret mode.
+
+    The Pallas tiles take per-query exclusions only: ``row_exclude_RxC`` is not supported
+    here (the loss family passes a context's positives as per-query ids for this kernel)."""
+    if row_exclude_RxC is not None:
+        raise ValueError("loss.kernel='pallas': row_exclude_RxC is not supported")
     bias_C, extra_NxE, exclude_NxP = _defaults(
         query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP
     )
@@ -309,6 +340,7 @@ def softmax_lse(
     cand_bias_C: jax.Array | None = None,
     extra_NxE: jax.Array | None = None,
     exclude_NxP: jax.Array | None = None,
+    row_exclude_RxC: jax.Array | None = None,
     *,
     kernel: str = "chunked",
     chunk_size: int = 1024,
@@ -317,7 +349,7 @@ def softmax_lse(
     interpret: bool = False,
 ) -> jax.Array:
     """Dispatches to the ``dense``, ``chunked`` or ``pallas`` implementation (same result)."""
-    args = (query_NxD, cand_CxD, cand_ids_C, cand_bias_C, extra_NxE, exclude_NxP)
+    args = (query_NxD, cand_CxD, cand_ids_C, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC)
     if kernel == "dense":
         return dense_lse(*args)
     if kernel == "chunked":

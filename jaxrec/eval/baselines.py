@@ -1,0 +1,180 @@
+"""Baselines every model is compared with, fitted on the training part only.
+
+Each baseline is a catalog scorer ``(items_BxL, feedback_BxL) -> scores [B, V + 1]`` that goes
+through the same evaluator as a trained model (same windows, pairs, coverage, exclusions):
+
+- ``most_popular``: the count of positive training events of each item.
+- ``positive_rate``: each item's smoothed share of positive feedback among its training events,
+  (positives + 1) / (events + 2): item *quality*, which decides most liked-vs-disliked pairs
+  within one context.
+- ``item_knn``: item-item cosine similarity of positive co-occurrence in training contexts;
+  a history's score for an item is the sum of its similarities to the history's positive items
+  (session-kNN style, Ludewig & Jannach 2018).
+- ``ease``: EASE (Steck 2019), a closed-form item-item ridge regression on the training
+  contexts' positive items; scores the history's positive items through the learned weights.
+
+The personalised two fall back to the positive count, scaled below any similarity, to order
+items they cannot tell apart (e.g. for a history without positive items).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from jaxrec.data.events import Events
+from jaxrec.data.sequences import Roles
+
+BASELINES = ("most_popular", "positive_rate", "item_knn", "ease")
+EASE_LAMBDA = 250.0
+EASE_MAX_ITEMS = 30_000  # a dense float64 inverse of 30k x 30k is 7 GB
+# The personalised baselines add fallback x this to their scores: below any real similarity.
+_TIE_BREAK = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCounts:
+    """What the baselines learn from: the training part's events, by item and context."""
+
+    num_items: int
+    positives_V: np.ndarray  # positive training events per item (index 0 unused)
+    events_V: np.ndarray  # training events of any feedback type per item
+    context_items: tuple[np.ndarray, np.ndarray]  # (context, item) of positive events, unique
+    positive_T: np.ndarray  # feedback-type index -> is positive
+
+    @classmethod
+    def from_split(cls, events: Events, roles: Roles, labels: np.ndarray) -> TrainingCounts:
+        """Counts over the events labelled 0 (training part) by the run's own split."""
+        train = labels == 0
+        item = events.item[train].astype(np.int64)
+        fb = events.feedback[train].astype(np.int64)
+        pos = roles.positive_T[fb]
+        v = events.num_items + 1
+        pairs = np.unique(
+            np.stack([events.context[train][pos].astype(np.int64), item[pos]]), axis=1
+        )
+        return cls(
+            num_items=events.num_items,
+            positives_V=np.bincount(item[pos], minlength=v)[:v].astype(np.float64),
+            events_V=np.bincount(item, minlength=v)[:v].astype(np.float64),
+            context_items=(pairs[0], pairs[1]),
+            positive_T=np.asarray(roles.positive_T, bool),
+        )
+
+    def history_positives(self, items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        """``[B, V + 1]`` 0/1 matrix of the items each history gave positive feedback."""
+        b = items_BxL.shape[0]
+        ftype = np.maximum(np.asarray(feedback_BxL) - 1, 0)
+        keep = (np.asarray(items_BxL) > 0) & self.positive_T[ftype]
+        x = np.zeros((b, self.num_items + 1), np.float32)
+        rows = np.broadcast_to(np.arange(b)[:, None], items_BxL.shape)
+        x[rows[keep], np.asarray(items_BxL)[keep]] = 1.0
+        return x
+
+    def context_matrix(self) -> np.ndarray:
+        """``[C, V + 1]`` 0/1 matrix of positive (context, item) pairs (contexts renumbered)."""
+        ctx, item = self.context_items
+        _, row = np.unique(ctx, return_inverse=True)
+        x = np.zeros((int(row.max()) + 1 if len(row) else 0, self.num_items + 1), np.float32)
+        x[row, item] = 1.0
+        return x
+
+
+def _constant(scores_V: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    scores_V = scores_V.astype(np.float32)
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(scores_V[None, :], (items_BxL.shape[0], len(scores_V)))
+
+    return score
+
+
+def most_popular(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Scores = positive training events of the item."""
+    return _constant(counts.positives_V)
+
+
+def positive_rate(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Scores = (positives + 1) / (events + 2): a Beta(1, 1)-smoothed positive rate."""
+    return _constant((counts.positives_V + 1.0) / (counts.events_V + 2.0))
+
+
+def _through_items(
+    counts: TrainingCounts, weights_VxV: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    fallback = counts.positives_V / max(counts.positives_V.max(), 1.0)
+    weights_VxV = weights_VxV.astype(np.float32)
+    fallback = (_TIE_BREAK * fallback).astype(np.float32)
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        return counts.history_positives(items_BxL, feedback_BxL) @ weights_VxV + fallback[None]
+
+    return score
+
+
+def item_knn(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Sum of cosine similarities (positive co-occurrence in training contexts) to the
+    history's positive items; an item's similarity to itself is 0."""
+    x = counts.context_matrix().astype(np.float64)
+    co = x.T @ x
+    norm = np.sqrt(np.diag(co))
+    sim = co / np.maximum(norm[:, None] * norm[None, :], 1e-12)
+    np.fill_diagonal(sim, 0.0)
+    return _through_items(counts, sim)
+
+
+def ease(
+    counts: TrainingCounts, lam: float = EASE_LAMBDA
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """EASE: B = I - P diag(1 / diag(P)), P = (X^T X + lam I)^-1, zero diagonal (Steck 2019)."""
+    if counts.num_items > EASE_MAX_ITEMS:
+        raise ValueError(
+            f"config.eval.baselines: 'ease' inverts a V x V matrix; {counts.num_items} items "
+            f"is more than {EASE_MAX_ITEMS}: drop it from the list"
+        )
+    x = counts.context_matrix()[:, 1:].astype(np.float64)  # drop the padding column
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    full = np.zeros((counts.num_items + 1, counts.num_items + 1))
+    full[1:, 1:] = b
+    return _through_items(counts, full)
+
+
+FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
+    "most_popular": most_popular,
+    "positive_rate": positive_rate,
+    "item_knn": item_knn,
+    "ease": ease,
+}
+
+
+def fit(
+    counts: TrainingCounts, names: tuple[str, ...] = BASELINES
+) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """The named baselines fitted on ``counts``."""
+    unknown = sorted(set(names) - set(FITTERS))
+    if unknown:
+        raise ValueError(f"baselines: unknown name(s) {unknown}; known: {list(FITTERS)}")
+    return {name: FITTERS[name](counts) for name in names}
+
+
+def evaluate_baselines(
+    events: Events,
+    roles: Roles,
+    labels: np.ndarray,
+    evaluator,
+    eval_sets: dict,
+    names: tuple[str, ...] = BASELINES,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {baseline: metrics}}`` of the baselines fitted on the training part (labels
+    0) and scored by ``evaluator`` on each of ``eval_sets`` (``{split: EvalSet}``)."""
+    scorers = fit(TrainingCounts.from_split(events, roles, labels), names)
+    return {
+        split: {name: evaluator.evaluate_scorer(fn, data) for name, fn in scorers.items()}
+        for split, data in eval_sets.items()
+    }

@@ -1,0 +1,142 @@
+"""Baselines checked by hand on a tiny table, and through the evaluator and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from jaxrec.data import events, simulator
+from jaxrec.data.sequences import Roles
+from jaxrec.eval import baselines
+from jaxrec.eval.baselines import TrainingCounts
+from jaxrec.eval.evaluator import Evaluator
+from tests.test_sequences import _table
+
+TYPES = simulator.FEEDBACK_TYPES
+ROLES = ConfigDict(dict(input=TYPES, positive=("thumbs_up",), negative=("thumbs_down",)))
+
+
+def _tiny():
+    # ctx 0: 1 up, 2 up, 3 down | ctx 1: 1 up, 3 down, 2 down | ctx 2: 2 up, 4 up | ctx 3 (test)
+    rows = [
+        (0, 0, "1", 1, "thumbs_up"),
+        (0, 0, "2", 2, "thumbs_up"),
+        (0, 0, "3", 3, "thumbs_down"),
+        (1, 1, "1", 1, "thumbs_up"),
+        (1, 1, "3", 2, "thumbs_down"),
+        (1, 1, "2", 3, "thumbs_down"),
+        (2, 2, "2", 1, "thumbs_up"),
+        (2, 2, "4", 2, "thumbs_up"),
+        (3, 3, "4", 9, "thumbs_up"),  # labelled test below: never counted
+    ]
+    ev = events.encode(_table(rows), TYPES, "hand")
+    roles = Roles.from_config(ev.feedback_types, ROLES)
+    labels = np.array([0] * 8 + [2], np.int8)
+    counts = TrainingCounts.from_split(ev, roles, labels)
+    ids = {ev.item_vocab[i]: i for i in range(1, ev.num_items + 1)}
+    return ev, counts, ids
+
+
+def _hist(ev, ids, names, fb="thumbs_up"):
+    items = np.array([[ids[n] for n in names]], np.int32)
+    feedback = np.full(items.shape, TYPES.index(fb) + 1, np.int32)
+    return items, feedback
+
+
+def test_counts_come_from_the_training_part_only():
+    ev, counts, ids = _tiny()
+    pos = {n: counts.positives_V[i] for n, i in ids.items()}
+    assert pos == {"1": 2, "2": 2, "3": 0, "4": 1}  # the test event of item 4 is not counted
+    plays = {n: counts.events_V[i] for n, i in ids.items()}
+    assert plays == {"1": 2, "2": 3, "3": 2, "4": 1}
+
+
+def test_most_popular_and_positive_rate_by_hand():
+    ev, counts, ids = _tiny()
+    items, fb = _hist(ev, ids, ["1"])
+    pop = baselines.most_popular(counts)(items, fb)[0]
+    rate = baselines.positive_rate(counts)(items, fb)[0]
+    want_rate = {"1": 3 / 4, "2": 3 / 5, "3": 1 / 4, "4": 2 / 3}
+    for n, i in ids.items():
+        assert pop[i] == counts.positives_V[i]
+        assert rate[i] == pytest.approx(want_rate[n])
+
+
+def test_item_knn_by_hand():
+    ev, counts, ids = _tiny()
+    # Positive contexts: {1, 2}, {1}, {2, 4}. cos(1, 2) = 1 / sqrt(2 * 2), cos(2, 4) = 1 / sqrt(2).
+    score = baselines.item_knn(counts)(*_hist(ev, ids, ["2"]))[0]
+    assert score[ids["1"]] == pytest.approx(0.5, abs=1e-5)
+    assert score[ids["4"]] == pytest.approx(1 / np.sqrt(2), abs=1e-5)
+    assert score[ids["3"]] < 1e-5 and score[ids["2"]] < 1e-5  # no co-occurrence; itself
+    # Disliked history items say nothing: only the popularity tie-break is left.
+    cold = baselines.item_knn(counts)(*_hist(ev, ids, ["2"], fb="thumbs_down"))[0]
+    assert cold.max() <= 1e-6 and cold[ids["1"]] > cold[ids["3"]]
+
+
+def test_ease_equals_per_item_ridge_regressions():
+    ev, counts, ids = _tiny()
+    lam = 0.7
+    x = counts.context_matrix()[:, 1:].astype(np.float64)
+    score = baselines.ease(counts, lam)(*_hist(ev, ids, ["1", "4"]))[0, 1:]
+    # EASE's column j is the ridge regression of item j on the other items (no self-weight).
+    v = x.shape[1]
+    b = np.zeros((v, v))
+    for j in range(v):
+        others = [k for k in range(v) if k != j]
+        xo = x[:, others]
+        b[others, j] = np.linalg.solve(xo.T @ xo + lam * np.eye(v - 1), xo.T @ x[:, j])
+    hist = np.zeros(v)
+    hist[[ids["1"] - 1, ids["4"] - 1]] = 1
+    np.testing.assert_allclose(score, hist @ b, atol=1e-5)
+
+
+def test_unknown_baseline_and_huge_catalog_are_refused():
+    ev, counts, ids = _tiny()
+    with pytest.raises(ValueError, match="unknown"):
+        baselines.fit(counts, ("most_popular", "magic"))
+    big = TrainingCounts(
+        baselines.EASE_MAX_ITEMS + 1,
+        counts.positives_V,
+        counts.events_V,
+        counts.context_items,
+        counts.positive_T,
+    )
+    with pytest.raises(ValueError, match="config.eval.baselines"):
+        baselines.ease(big)
+
+
+def test_positive_rate_through_the_evaluator_matches_direct_pair_counting(cfg):
+    from jaxrec.train import prepare_data
+
+    data = prepare_data(cfg)
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    rate = (counts.positives_V + 1) / (counts.events_V + 2)
+    m = Evaluator(cfg.eval).evaluate_scorer(baselines.positive_rate(counts), data.test)
+    wins = pairs = 0.0
+    for items, labels, cov in zip(
+        data.test.window_items_NxW, data.test.window_label_NxW, data.test.covered_N, strict=True
+    ):
+        if not cov:
+            continue
+        for p in items[labels == 1]:
+            for n in items[labels == -1]:
+                pairs += 1
+                wins += 1.0 if rate[p] > rate[n] else 0.5 if rate[p] == rate[n] else 0.0
+    assert m["pairs"] == pairs
+    assert m["pairwise_accuracy"] == pytest.approx(wins / pairs, abs=1e-6)
+
+
+def test_baselines_command_writes_both_splits(tmp_path, capsys):
+    from jaxrec.cli import main
+    from tests.test_cli import TINY
+
+    main(["baselines", "--out", str(tmp_path), *TINY])
+    test = json.loads((tmp_path / "baselines_test.json").read_text())
+    valid = json.loads((tmp_path / "baselines_valid.json").read_text())
+    assert set(test) == set(valid) == set(baselines.BASELINES)
+    for metrics in test.values():
+        assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0 and "hr@10" in metrics
+    out = capsys.readouterr().out
+    assert "positive_rate: test metrics" in out and "pairwise_accuracy" in out
