@@ -56,6 +56,12 @@ def test_report_plots_and_numbers_match_the_runs(results, name):
         assert f"]({plot.name})" in report  # embedded with a relative link
     assert (out / "base_config.json").exists()
     assert json.loads((out / "results.json").read_text())["name"] == name
+    # Every report carries the baselines, fitted on the same runs' data.
+    assert "## Against the baselines" in report
+    first_arm = next(iter(res["arms"]))
+    saved = json.loads((out / "runs" / first_arm / "seed0" / "baselines_test.json").read_text())
+    for bname, metrics in saved.items():
+        assert f"{metrics['pairwise_accuracy']:.4f}" in _row(report, f"baseline: {bname}")
     for arm, label in res["labels"].items():
         assert f"resolved config of <code>{arm}</code>" in report
         tests = [

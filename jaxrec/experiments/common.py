@@ -173,6 +173,8 @@ class Run:
     data_report: dict[str, Any]
     reused: bool
     seconds: float  # wall clock of this call (0 when reused)
+    # {baseline: test metrics} fitted on this run's own training part (baselines_test.json).
+    baselines: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +183,7 @@ class Run:
             "seed": self.seed,
             "workdir": str(self.workdir),
             "test": self.test,
+            "baselines": self.baselines,
             "reused": self.reused,
             "seconds": self.seconds,
         }
@@ -253,6 +256,7 @@ class Context:
                 if not reused:
                     self.log(f"{tag}: done in {seconds:.1f} s")
                 report_path = wd / "data_report.json"
+                baselines_path = wd / "baselines_test.json"
                 out[arm.name].append(
                     Run(
                         arm=arm.name,
@@ -266,6 +270,9 @@ class Context:
                         else {},
                         reused=reused,
                         seconds=seconds,
+                        baselines=json.loads(baselines_path.read_text())
+                        if baselines_path.exists()
+                        else {},
                     )
                 )
         return out
@@ -468,10 +475,62 @@ def write_report(ctx: Context, report: Report) -> Path:
     return path
 
 
+BASELINE_KEYS = ("pairwise_accuracy", "hr@10", "ndcg@10")
+
+
+def add_baselines(report: Report, runs: dict[str, list[Run]]) -> None:
+    """Every arm against the simplest scorers on the same test windows (same seed's data)."""
+    first = next(iter(runs.values()), [])
+    names = sorted({n for r in first for n in r.baselines})
+    if not names:
+        return
+    report.heading("Against the baselines")
+    report.text(
+        "Non-personalised and item-item baselines (`jaxrec baselines`, jaxrec/eval/baselines.py) "
+        "fitted on the training part of each run's own data and scored on exactly its test "
+        "windows. A model arm below the best baseline has learned less than counting does."
+    )
+    rows = [
+        [
+            f"baseline: {n}",
+            *(
+                fmt_ms([r.baselines[n][k] for r in first if n in r.baselines])
+                for k in BASELINE_KEYS
+            ),
+        ]
+        for n in names
+    ]
+    rows += [
+        [f"arm: {arm}", *(fmt_ms(metric_values(arm_runs, k)) for k in BASELINE_KEYS)]
+        for arm, arm_runs in runs.items()
+    ]
+    report.table(["scorer", *(f"test {k}" for k in BASELINE_KEYS)], rows)
+
+    def best(run: Run, key: str) -> float:
+        vals = [m[key] for m in run.baselines.values() if math.isfinite(m.get(key, math.nan))]
+        return max(vals) if vals else math.nan
+
+    margin = [
+        [
+            arm,
+            fmt_ms([r.test["pairwise_accuracy"] - best(r, "pairwise_accuracy") for r in rs]),
+            fmt_ms([r.test["hr@10"] - best(r, "hr@10") for r in rs if "hr@10" in r.test]),
+        ]
+        for arm, rs in runs.items()
+        if all(r.baselines for r in rs)
+    ]
+    report.table(["arm", "pairwise accuracy − best baseline's", "hr@10 − best baseline's"], margin)
+    report.text(
+        f"The baseline rows use the first arm's runs; each arm's margin is against the best "
+        f"baseline of its own runs (same seed, same split). {len(first)} seed(s)."
+    )
+
+
 def finish(
     ctx: Context, report: Report, plots: list[Path], runs: dict[str, list[Run]], summary: Any
 ) -> dict[str, Any]:
     """Writes the report and returns an experiment's result (what results.json holds)."""
+    add_baselines(report, runs)
     return {
         "report": write_report(ctx, report),
         "plots": plots,
