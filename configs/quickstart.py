@@ -62,7 +62,8 @@ def get_config() -> ConfigDict:
     c.model.dropout = 0.1
     c.model.causal = True  # False: bidirectional cloze training (BERT4Rec)
     c.model.mask_prob = 0.2  # cloze mode: share of tokens hidden behind [MASK]
-    c.model.feedback_gate = False  # learnable per-feedback-type gate on item embeddings
+    # Learnable per-feedback-type gate on item embeddings: none | sigmoid | signed (tanh)
+    c.model.feedback_gate = "none"
     c.model.shared_embeddings = True
     c.model.item_bias = False  # learned per-item output bias: score = q . e_i + b_i
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU

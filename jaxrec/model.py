@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 MODEL_AXIS = "model"
+FEEDBACK_GATES = ("none", "sigmoid", "signed")
 
 
 def _dense(din: int, dout: int, shard_in: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:
@@ -125,10 +126,22 @@ class SequenceModel(nnx.Module):
         self.final_norm = nnx.LayerNorm(width, rngs=rngs)
         self.embed_dropout = nnx.Dropout(float(cfg.dropout))
         # Optional learnable per-type gate on the item part of a token: how much a song heard
-        # with each feedback type says about the listener (initialised open, sigmoid(2) = 0.88).
+        # with each feedback type says about the listener. ``sigmoid`` (or True): in (0, 1),
+        # initialised open (sigmoid(2) = 0.88). ``"signed"``: tanh gate in (-1, 1), initialised
+        # at tanh(0.5) = 0.46, so a disliked song can count *against* its neighbours: with
+        # shared input/output embeddings the query can then hold sum_h gate_h e_h, an
+        # item-item model with negative feedback.
+        gate = {False: "none", True: "sigmoid"}.get(cfg.get("feedback_gate", "none"))
+        gate = gate or cfg.feedback_gate
+        if gate not in FEEDBACK_GATES:
+            raise ValueError(
+                f"config.model.feedback_gate: one of {list(FEEDBACK_GATES)}, got {gate!r}"
+            )
+        self.gate_fn = jnp.tanh if gate == "signed" else jax.nn.sigmoid
         self.feedback_gate = nnx.data(None)
-        if cfg.get("feedback_gate", False):
-            self.feedback_gate = nnx.Param(jnp.full((num_feedback_types + 2,), 2.0, jnp.float32))
+        if gate != "none":
+            init = 0.5 if gate == "signed" else 2.0
+            self.feedback_gate = nnx.Param(jnp.full((num_feedback_types + 2,), init, jnp.float32))
 
     def __call__(
         self,
@@ -143,7 +156,7 @@ class SequenceModel(nnx.Module):
         length = items_BxL.shape[1]
         x = self.item_embed(items_BxL)
         if self.feedback_gate is not None:
-            x = x * jax.nn.sigmoid(self.feedback_gate[...][feedback_BxL])[..., None]
+            x = x * self.gate_fn(self.feedback_gate[...][feedback_BxL])[..., None]
         x = x + self.feedback_embed(feedback_BxL)
         x = x + self.pos_embed(jnp.arange(length))[None]
         x = self.embed_dropout(x.astype(self.dtype), deterministic=deterministic, rngs=rngs)

@@ -78,7 +78,7 @@ def test_item_knn_by_hand():
 def test_ease_equals_per_item_ridge_regressions():
     ev, counts, ids = _tiny()
     lam = 0.7
-    x = counts.context_matrix()[:, 1:].astype(np.float64)
+    x = counts.context_matrix().toarray()[:, 1:]
     score = baselines.ease(counts, lam)(*_hist(ev, ids, ["1", "4"]))[0, 1:]
     # EASE's column j is the ridge regression of item j on the other items (no self-weight).
     v = x.shape[1]

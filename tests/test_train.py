@@ -110,7 +110,7 @@ def test_cloze_batch_hides_tokens_and_builds_targets():
 
 def test_cloze_model_with_feedback_gate_trains(cfg, tmp_path):
     cfg.model.causal = False
-    cfg.model.feedback_gate = True
+    cfg.model.feedback_gate = "sigmoid"
     cfg.model.shared_embeddings = False
     cfg.feedback.negative_weights = {"thumbs_down": 2.0}
     train(cfg, tmp_path, progress=False)
