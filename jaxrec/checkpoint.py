@@ -1,19 +1,53 @@
-"""Orbax checkpoints of the training state, restorable onto any mesh."""
+"""Orbax checkpoints of the training state, restorable onto any mesh, and checksummed.
+
+Orbax writes a step atomically (a temporary directory renamed when complete), but nothing
+checks array bytes on restore: a flipped or truncated chunk restores silently as garbage. So
+every saved step gets ``jaxrec_checksums.json`` (SHA-256 and size of each file) once orbax has
+finished it, and :meth:`Checkpointer.verify` compares the step against it before a restore.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+MANIFEST = "jaxrec_checksums.json"
+
+
+class DamagedCheckpoint(RuntimeError):
+    """A checkpoint whose files do not match their checksums (or cannot be restored)."""
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(step_dir: Path) -> dict[str, Path]:
+    return {
+        str(p.relative_to(step_dir)): p
+        for p in sorted(step_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
 
 class Checkpointer:
-    """Saves and restores pytrees of arrays under ``WORKDIR/checkpoints/<step>``."""
+    """Saves and restores pytrees of arrays under ``WORKDIR/<name>/<step>``."""
 
     def __init__(self, workdir: str | Path, max_to_keep: int = 2, name: str = "checkpoints"):
-        self.directory = Path(workdir).absolute() / name
+        self.workdir = Path(workdir).absolute()
+        self.name = name
+        self.directory = self.workdir / name
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
@@ -22,27 +56,112 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, state: Any, extra: dict[str, Any] | None = None) -> None:
-        """Saves arrays ``state`` and a JSON-able ``extra`` (e.g. the data iterator's state)."""
+        """Saves arrays ``state`` and a JSON-able ``extra`` (e.g. the data iterator's state),
+        waits for orbax to finish the step, then writes its checksum manifest."""
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})
             ),
         )
+        self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            step_dir = self.directory / str(step)
+            manifest = {
+                rel: {"sha256": _file_digest(p), "bytes": p.stat().st_size}
+                for rel, p in _files(step_dir).items()
+            }
+            tmp = step_dir / (MANIFEST + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=1))
+            tmp.replace(step_dir / MANIFEST)  # atomic: a manifest is whole or absent
+
+    def verify(self, step: int) -> str | None:
+        """None when ``step``'s files match its manifest; else why not (one line)."""
+        step_dir = self.directory / str(step)
+        manifest_path = step_dir / MANIFEST
+        if not manifest_path.exists():
+            return f"no {MANIFEST} (the save did not finish, or an older jaxrec wrote it)"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            return f"unreadable {MANIFEST}: {e}"
+        files = _files(step_dir)
+        missing = sorted(set(manifest) - set(files))
+        if missing:
+            return f"missing file {missing[0]}" + (
+                f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+            )
+        extra = sorted(set(files) - set(manifest))
+        if extra:
+            return f"unexpected file {extra[0]}"
+        for rel, want in manifest.items():
+            path = files[rel]
+            if path.stat().st_size != want["bytes"]:
+                return (
+                    f"{rel}: {path.stat().st_size} bytes, {want['bytes']} were saved (truncated?)"
+                )
+            if _file_digest(path) != want["sha256"]:
+                return f"{rel}: SHA-256 differs from the one saved (corrupted bytes)"
+        return None
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restores onto the shardings that ``abstract_state``'s ShapeDtypeStructs carry."""
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
-            ),
-        )
+        """Restores onto the shardings that ``abstract_state``'s ShapeDtypeStructs carry.
+
+        Raises DamagedCheckpoint when the files fail their checksums or orbax cannot read them.
+        """
+        why = self.verify(step)
+        if why is not None:
+            raise DamagedCheckpoint(f"{self.directory / str(step)}: {why}")
+        try:
+            out = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # tensorstore DATA_LOSS, a bad JSON, ...: all mean damage
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DamagedCheckpoint(f"{self.directory / str(step)}: cannot be read: {first}") from e
         return out["state"], dict(out["extra"] or {})
 
-    def all_steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+    def restore_newest_intact(
+        self, abstract_state: Any, log: Any = print
+    ) -> tuple[int, Any, dict[str, Any]] | None:
+        """The newest step that restores intact: (step, state, extra), or None without steps.
+
+        A damaged step is reported (step and reason), moved aside to ``WORKDIR/damaged/`` so a
+        resumed run can save that step again, and the previous one is tried. Raises
+        DamagedCheckpoint when steps exist but none is intact: a run must never silently start
+        over and overwrite its own history."""
+        steps = self.all_steps()
+        reasons = []
+        for step in reversed(steps):
+            try:
+                state, extra = self.restore(step, abstract_state)
+            except DamagedCheckpoint as e:
+                reasons.append(str(e))
+                log(f"warning: damaged checkpoint, not used: {e}")
+                self.move_aside(step)
+                continue
+            return step, state, extra
+        if reasons:
+            raise DamagedCheckpoint(
+                f"{self.directory}: no intact checkpoint among steps {steps} ({reasons[-1]}); "
+                f"damaged ones were moved to {self.workdir / 'damaged'}"
+            )
+        return None
+
+    def move_aside(self, step: int) -> None:
+        """Moves a step out of orbax's sight (kept for inspection, never deleted)."""
+        if jax.process_index() == 0:
+            dest = self.workdir / "damaged" / f"{self.name}-{step}-{int(time.time())}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), dest)
+        self.manager.reload()
 
     def drop_after(self, step: int) -> None:
         """Deletes the checkpoints saved after ``step`` (e.g. before resuming at ``step``)."""

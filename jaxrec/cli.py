@@ -234,10 +234,11 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
 
 def _user_error(e: BaseException) -> bool:
     """Errors caused by the user's input (config, files), as opposed to bugs."""
+    from jaxrec.checkpoint import DamagedCheckpoint
     from jaxrec.data.events import DataError
     from jaxrec.eval.evaluator import NonFiniteScores
 
-    if isinstance(e, DataError | NonFiniteScores | OSError):
+    if isinstance(e, DataError | NonFiniteScores | DamagedCheckpoint | OSError):
         return True
     return isinstance(e, ValueError) and "config." in str(e)
 

@@ -346,6 +346,17 @@ class TrainState:
         nnx.replace_by_pure_dict(self.state, restored)
         return extra
 
+    def restore_newest(self, ckpt: checkpoint.Checkpointer) -> tuple[int, dict[str, Any]] | None:
+        """Restores the newest intact step of ``ckpt`` (damaged ones are reported and moved
+        aside); (step, extra), or None when there is no checkpoint at all."""
+        target = checkpoint.abstract_like(nnx.to_pure_dict(self.state))
+        found = ckpt.restore_newest_intact(target)
+        if found is None:
+            return None
+        step, restored, extra = found
+        nnx.replace_by_pure_dict(self.state, restored)
+        return step, extra
+
 
 def train(
     cfg: Any, workdir: str | Path, *, progress: bool = True, stop_at: int | None = None
@@ -378,7 +389,8 @@ def train(
     )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
-    latest = ckpt.latest_step()
+    resumed = ts.restore_newest(ckpt)  # damaged steps: reported, moved aside, older one used
+    latest = resumed[0] if resumed else None
     if latest is None:
         _fresh_start(workdir)
     # The best-validation model, kept apart for model selection (config train.select). Two
@@ -389,8 +401,8 @@ def train(
     patience = int(cfg.train.early_stop_patience)
     start, train_seconds, data_state = 0, 0.0, None
     best, since_best, stopped = -np.inf, 0, False
-    if latest is not None:
-        data_state = ts.restore(ckpt, latest).get("data")
+    if resumed is not None:
+        data_state = resumed[1].get("data")
         start = latest
         rows = _truncate_log(workdir / "metrics.jsonl", latest)
         train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
@@ -465,9 +477,14 @@ def train(
         selected = ckpt.latest_step()
         ckpt.close()
 
-    if cfg.train.select == "best" and best_ckpt.latest_step() is not None:
-        selected = best_ckpt.latest_step()
-        ts.restore(best_ckpt, selected)
+    if cfg.train.select == "best":
+        try:
+            found = ts.restore_newest(best_ckpt)
+        except checkpoint.DamagedCheckpoint as e:
+            print(f"warning: {e}; testing the last checkpoint (step {selected}) instead")
+            found = None
+        if found is not None:
+            selected = found[0]
     best_ckpt.close()
     test = evaluator(ts.model, data.test)
     test["selected_step"] = int(selected)
@@ -531,12 +548,16 @@ def load_trained(cfg: Any, workdir: str | Path) -> tuple[SequenceModel, Data, in
     names = ["best", "checkpoints"] if cfg.train.select == "best" else ["checkpoints"]
     for name in names:
         ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints), name=name)
-        step = ckpt.latest_step()
-        if step is not None:
-            ts.restore(ckpt, step)
-            ckpt.close()
-            return ts.model, data, step
+        try:
+            found = ts.restore_newest(ckpt)
+        except checkpoint.DamagedCheckpoint as e:
+            if name == names[-1]:
+                raise
+            print(f"warning: {e}; trying {names[-1]}/")
+            found = None
         ckpt.close()
+        if found is not None:
+            return ts.model, data, found[0]
     raise FileNotFoundError(f"{Path(workdir) / 'checkpoints'}: no checkpoint to load")
 
 

@@ -283,3 +283,22 @@ def test_weight_decay_mask_spares_embedding_tables(cfg):
     everything = decayed(True)
     assert everything["item_embed/embedding"] and everything["pos_embed/embedding"]
     assert not everything["final_norm/scale"]
+
+
+def test_evaluation_refuses_non_finite_scores():
+    from jaxrec.data.sequences import EvalSet
+    from jaxrec.eval.evaluator import NonFiniteScores
+
+    data = EvalSet(
+        user_N=np.zeros(1, np.int32),
+        context_N=np.zeros(1, np.int32),
+        items_NxL=np.array([[5, 6]], np.int32),
+        feedback_NxL=np.array([[1, 1]], np.int32),
+        window_items_NxW=np.array([[6, 5]], np.int32),
+        window_label_NxW=np.array([[1, -1]], np.int8),
+        window_type_NxW=np.zeros((1, 2), np.int32),
+        seen_items=(np.array([0, 2]), np.array([5, 6])),
+    )
+    ev = Evaluator(ConfigDict(dict(batch_size=4, k=1, filter_seen=False)))
+    with pytest.raises(NonFiniteScores, match="non-finite"):
+        ev.evaluate_scorer(lambda items, fb: np.full((1, 10), np.nan, np.float32), data)

@@ -138,3 +138,66 @@ def test_model_selection_and_early_stopping(cfg, tmp_path):
     assert len(vals) - 1 - best_i == 1
     again = train(cfg, tmp_path, progress=False)  # an early-stopped run stays stopped
     assert again == pytest.approx(test)
+
+
+def _largest_file(step_dir):
+    return max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _garbage(path):
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = np.random.default_rng(0).integers(0, 256, 64, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "delete"])
+def test_damaged_latest_checkpoint_is_reported_and_the_previous_one_used(
+    straight_run, tmp_path, damage, capsys
+):
+    import shutil
+
+    cfg, wd, test = straight_run
+    run = tmp_path / "run"
+    shutil.copytree(wd, run)
+    victim = _largest_file(run / "checkpoints" / "30")
+    {"garbage": _garbage, "truncate": _truncate, "delete": lambda p: p.unlink()}[damage](victim)
+    resumed = train(cfg, run, progress=False)
+    out = capsys.readouterr().out
+    assert "damaged checkpoint" in out and "checkpoints/30" in out
+    assert "resumed from" in out and "at step 15" in out
+    assert resumed == pytest.approx(test)  # the rerun of steps 16-30 is exact
+    assert (run / "damaged").exists()  # kept for inspection, out of orbax's sight
+
+
+def test_no_intact_checkpoint_is_an_error_not_a_silent_restart(straight_run, tmp_path):
+    import shutil
+
+    from jaxrec.checkpoint import DamagedCheckpoint
+
+    cfg, wd, _ = straight_run
+    run = tmp_path / "run"
+    shutil.copytree(wd, run)
+    for step in ("15", "30"):
+        _garbage(_largest_file(run / "checkpoints" / step))
+    rows_before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(DamagedCheckpoint, match="no intact checkpoint"):
+        train(cfg, run, progress=False)
+    assert (run / "metrics.jsonl").read_text() == rows_before  # nothing overwritten
+
+
+def test_damaged_best_checkpoint_falls_back_to_the_last(straight_run, tmp_path, capsys):
+    import shutil
+
+    cfg, wd, test = straight_run
+    run = tmp_path / "run"
+    shutil.copytree(wd, run)
+    best = sorted((run / "best").iterdir())[-1]
+    _garbage(_largest_file(best))
+    got = evaluate(cfg, run)
+    assert "damaged checkpoint" in capsys.readouterr().out
+    assert got["selected_step"] == 30
