@@ -4,6 +4,12 @@ Sessions are the contexts (MSSD has no user ids). `complete` plays are positives
 (skipped early, the challenge's skip_2) explicit negatives, `partial` plays input only.
 
     jaxrec train --config configs/spotify_sessions.py --workdir runs/spotify
+
+The loss adds the explicit contrast over the next 4 events (every complete vs every skip among
+them, weight 3) and a learned item bias to the sampled softmax. Measured (seed 0, 2-core CPU,
+2026-11-29, about 3 min of wall clock): test pairwise accuracy 0.5727, HR@10 0.2781, NDCG@10
+0.1394; the baselines on the same split: positive_rate 0.5928 pairwise accuracy, EASE HR@10
+0.2643 (docs/baselines.md). The former loss (sampled softmax alone) gave 0.5671 / 0.1929.
 """
 
 from configs.quickstart import get_config as base_config
@@ -20,6 +26,9 @@ def get_config():
     c.feedback.input = ("complete", "partial", "skip")
     c.feedback.positive = ("complete",)
     c.feedback.negative = ("skip",)
+    c.model.item_bias = True
+    c.loss.contrast_weight = 3.0
+    c.data.contrast_window = 4
     c.train.batch_size = 128
     c.train.steps = 1500
     c.train.eval_every = 250
