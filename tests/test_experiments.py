@@ -196,3 +196,13 @@ def test_pca_and_cosine_helpers():
     assert coords.shape == (50, 2) and share[0] > 0.9 > share[1]
     cos = cosine_matrix(np.array([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]]))
     np.testing.assert_allclose(cos, [[1, 0, -1], [0, 1, 0], [-1, 0, 1]], atol=1e-12)
+
+
+def test_reports_write_data_paths_relative_to_the_data_dir():
+    from jaxrec.data.paths import data_dir
+
+    cfg = tiny_config()
+    cfg.data.path = str(data_dir() / "spotify-sessions" / "mini-spotify-data.csv")
+    text = common.portable_json(cfg)
+    assert '"$JAXREC_DATA_DIR/spotify-sessions/mini-spotify-data.csv"' in text
+    assert str(data_dir()) not in text

@@ -71,7 +71,7 @@ def run_experiment(
             f"# from Python (base config: base_config.json)\n"
             f"run_experiment({name!r}, cfg, seeds={seeds}, out={str(out)!r}, quick={quick})"
         )
-    (out / "base_config.json").write_text(base.to_json_best_effort(indent=2))
+    (out / "base_config.json").write_text(common.portable_json(base))
     ctx = common.Context(name, base, seeds, out, quick, command, quick_over)
     result = EXPERIMENTS[name](ctx)
     result = {

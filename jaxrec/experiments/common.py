@@ -84,6 +84,17 @@ def config_json(cfg: ConfigDict) -> dict[str, Any]:
     return json.loads(cfg.to_json_best_effort())
 
 
+def portable_json(cfg: ConfigDict) -> str:
+    """The config as indented JSON for a committed report: paths under the data directory are
+    written as ``$JAXREC_DATA_DIR/...``, never as this machine's absolute path."""
+    from jaxrec.data.paths import data_dir
+
+    text = cfg.to_json_best_effort(indent=2)
+    for root in {str(data_dir()), str(data_dir().resolve())}:
+        text = text.replace(root.rstrip("/") + "/", "$JAXREC_DATA_DIR/")
+    return text
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -464,7 +475,7 @@ def add_provenance(report: Report, ctx: Context) -> None:
     for arm in ctx.arms:
         report.details(
             f"resolved config of <code>{arm.name}</code> (seed {int(ctx.base.seed)})",
-            "```json\n" + ctx.config(arm, 0).to_json_best_effort(indent=2) + "\n```",
+            "```json\n" + portable_json(ctx.config(arm, 0)) + "\n```",
         )
 
 
