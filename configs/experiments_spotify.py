@@ -12,6 +12,7 @@ def get_config():
     # The published experiments ran with the sampled softmax alone: kept here so that
     # docs/results/run.sh reproduces them after the shipped config gained the contrast term.
     c.model.item_bias = False
+    c.model.item_bias_init = "zeros"
     c.loss.contrast_weight = 0.0
     c.data.contrast_window = 0
     c.model.width = 48

@@ -66,6 +66,7 @@ def get_config() -> ConfigDict:
     c.model.feedback_gate = "none"
     c.model.shared_embeddings = True
     c.model.item_bias = False  # learned per-item output bias: score = q . e_i + b_i
+    c.model.item_bias_init = "zeros"  # or "positive_rate": logit of the training positive rate
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
@@ -118,6 +119,11 @@ def get_config() -> ConfigDict:
     c.train.select_metric = "pairwise_accuracy"  # any metric of eval_test.json, e.g. hr@10
     c.train.select_mode = "auto"  # max | min; auto: min for neg_hr@k, max for the others
     c.train.early_stop_patience = 0  # evals without improvement before stopping; 0: never
+    # Steps with a NaN/Inf loss or gradient: up to this many leave the state unchanged and are
+    # logged; the next one stops the run (the newest checkpoint predates it).
+    c.train.skip_nonfinite_steps = 0
+    c.train.grad_accum_steps = 1  # micro-batches per step (batch_size must be divisible)
+    c.train.tensorboard = True  # scalars of metrics.jsonl also under WORKDIR/tensorboard/
 
     c.eval = ConfigDict()
     c.eval.batch_size = 512

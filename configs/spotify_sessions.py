@@ -27,6 +27,7 @@ def get_config():
     c.feedback.positive = ("complete",)
     c.feedback.negative = ("skip",)
     c.model.item_bias = True
+    c.model.item_bias_init = "positive_rate"  # start from item quality, learn the rest
     c.loss.contrast_weight = 3.0
     c.data.contrast_window = 4
     c.train.batch_size = 128

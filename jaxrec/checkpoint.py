@@ -79,12 +79,15 @@ class Checkpointer:
             tmp.write_text(json.dumps(manifest, indent=1))
             tmp.replace(step_dir / MANIFEST)  # atomic: a manifest is whole or absent
 
+    def has_manifest(self, step: int) -> bool:
+        return (self.directory / str(step) / MANIFEST).exists()
+
     def verify(self, step: int) -> str | None:
         """None when ``step``'s files match its manifest; else why not (one line)."""
         step_dir = self.directory / str(step)
         manifest_path = step_dir / MANIFEST
         if not manifest_path.exists():
-            return f"no {MANIFEST} (the save did not finish, or an older jaxrec wrote it)"
+            return f"no {MANIFEST}"
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as e:
@@ -112,10 +115,19 @@ class Checkpointer:
         """Restores onto the shardings that ``abstract_state``'s ShapeDtypeStructs carry.
 
         Raises DamagedCheckpoint when the files fail their checksums or orbax cannot read them.
+        A step without a manifest (saved by a jaxrec before checksums, or killed between orbax's
+        atomic rename and the manifest) is complete by orbax's own guarantee but unverified: it
+        is restored with a warning.
         """
-        why = self.verify(step)
-        if why is not None:
-            raise DamagedCheckpoint(f"{self.directory / str(step)}: {why}")
+        if not self.has_manifest(step):
+            print(
+                f"warning: checkpoint {self.directory / str(step)} has no {MANIFEST}; "
+                "restoring it unverified"
+            )
+        else:
+            why = self.verify(step)
+            if why is not None:
+                raise DamagedCheckpoint(f"{self.directory / str(step)}: {why}")
         try:
             out = self.manager.restore(
                 step,

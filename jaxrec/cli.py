@@ -61,12 +61,25 @@ def cmd_train(argv: Sequence[str]) -> None:
         flags.DEFINE_bool(
             "distributed", False, "multi-host: call jax.distributed.initialize()", flag_values=f
         )
+        # Only for clusters that do not configure themselves (e.g. N processes on one machine);
+        # any of them implies --distributed.
+        flags.DEFINE_string(
+            "coordinator_address", None, "host:port of process 0 (jax.distributed)", flag_values=f
+        )
+        flags.DEFINE_integer("num_processes", None, "processes in the job", flag_values=f)
+        flags.DEFINE_integer("process_id", None, "this process's index", flag_values=f)
 
     fv = _parse(argv, define)
-    if fv.distributed:
+    explicit = {
+        k: fv[k].value
+        for k in ("coordinator_address", "num_processes", "process_id")
+        if fv[k].value is not None
+    }
+    if fv.distributed or explicit:
         import jax
 
-        jax.distributed.initialize()  # TPU VMs and SLURM/GKE clusters configure themselves
+        # Without arguments, TPU VMs and SLURM/GKE clusters configure themselves.
+        jax.distributed.initialize(**explicit)
     from jaxrec.train import train
 
     train(fv.config, fv.workdir, progress=sys.stderr.isatty())
@@ -164,46 +177,83 @@ def cmd_data(argv: Sequence[str]) -> None:
 
 
 def cmd_export(argv: Sequence[str]) -> None:
+    """Writes a serving artifact of a run (docs/serving.md)."""
+
     def define(f):
         flags.DEFINE_string("workdir", None, "dir of a training run", flag_values=f, required=True)
         flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
         flags.DEFINE_integer("k", 10, "recommendations per history", flag_values=f)
+        flags.DEFINE_integer(
+            "step", None, "checkpoint step to export (default: the selected one)", flag_values=f
+        )
+        flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "target platforms", flag_values=f)
+        flags.DEFINE_list(
+            "exclude_feedback",
+            None,
+            "never recommend items the history gave these feedback types (default: the run's "
+            "feedback.negative; --exclude_feedback= for none)",
+            flag_values=f,
+        )
+        flags.DEFINE_bool(
+            "exclude_heard", False, "never recommend any item of the history", flag_values=f
+        )
 
     fv = _parse(argv, define, config=False)
     from jaxrec import export
-    from jaxrec.train import load_trained
 
     cfg = _run_config(fv.workdir)
-    model, data, step = load_trained(cfg, fv.workdir)
-    path = export.export(
-        model,
-        int(cfg.data.max_len),
-        fv.k,
+    path, step = export.export_run(
+        cfg,
+        fv.workdir,
         fv.out,
-        data.events.item_vocab,
-        data.events.feedback_types,
+        k=fv.k,
+        step=fv.step,
+        platforms=tuple(fv.platforms),
+        exclude_feedback=None if fv.exclude_feedback is None else tuple(fv.exclude_feedback),
+        exclude_heard=fv.exclude_heard,
     )
     print(f"exported the step-{step} model of {fv.workdir} to {path}")
 
 
 def cmd_recommend(argv: Sequence[str]) -> None:
+    """Top-k from an export: one ``--history`` (tab-separated lines) or ``--input`` JSONL."""
+
     def define(f):
         flags.DEFINE_string(
             "export", None, "dir written by jaxrec export", flag_values=f, required=True
         )
         flags.DEFINE_string(
-            "history", "", "item:feedback,item:feedback,... oldest first", flag_values=f
+            "history", None, "item:feedback,item:feedback,... oldest first", flag_values=f
+        )
+        flags.DEFINE_string(
+            "input", None, "JSONL file of histories ('-': stdin); JSON lines out", flag_values=f
+        )
+        flags.DEFINE_integer("k", None, "recommendations (<= the export's k)", flag_values=f)
+        flags.DEFINE_enum(
+            "on_unknown", "skip", ["skip", "error"], "unknown items / feedback", flag_values=f
         )
 
     fv = _parse(argv, define, config=False)
-    from jaxrec.export import Recommender
+    from jaxrec import serving
 
-    rec = Recommender(fv.export)
-    history = []
-    for token in filter(None, fv.history.split(",")):
-        item, _, feedback = token.rpartition(":")
-        history.append((int(item) if item.lstrip("-").isdigit() else item, feedback))
-    for rank, (item, score) in enumerate(rec(history), 1):
+    if (fv.history is None) == (fv.input is None):
+        raise SystemExit("jaxrec recommend: give one of --history or --input")
+    try:
+        rec = serving.Recommender(fv.export)
+        if fv.input is not None:
+            text = sys.stdin.read() if fv.input == "-" else Path(fv.input).read_text()
+            for line in serving.recommend_lines(rec, text.splitlines(), fv.k, fv.on_unknown):
+                print(line)
+            return
+        history = serving.parse_history(fv.history)
+        answer = rec.recommend([history], fv.k, fv.on_unknown)[0]
+    except ValueError as e:  # a damaged export, a bad history, an unknown item (--on_unknown)
+        raise SystemExit(f"jaxrec recommend: {' '.join(str(e).split())}") from None
+    for problem in answer["unknown"]:
+        print(f"jaxrec recommend: skipped {problem}", file=sys.stderr)
+    if answer["cold_start"]:
+        print("jaxrec recommend: no known history: the most popular items", file=sys.stderr)
+    for rank, (item, score) in enumerate(zip(answer["items"], answer["scores"], strict=True), 1):
         print(f"{rank}\t{item}\t{score:.4f}")
 
 
@@ -237,8 +287,9 @@ def _user_error(e: BaseException) -> bool:
     from jaxrec.checkpoint import DamagedCheckpoint
     from jaxrec.data.events import DataError
     from jaxrec.eval.evaluator import NonFiniteScores
+    from jaxrec.train import NonFiniteLoss
 
-    if isinstance(e, DataError | NonFiniteScores | DamagedCheckpoint | OSError):
+    if isinstance(e, DataError | NonFiniteScores | DamagedCheckpoint | NonFiniteLoss | OSError):
         return True
     return isinstance(e, ValueError) and "config." in str(e)
 

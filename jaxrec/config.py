@@ -91,6 +91,11 @@ def validate_config(cfg: Any) -> None:
             f"config.train.select_metric: unknown metric {cfg.train.select_metric!r}; "
             f"valid names (eval.k = {cfg.eval.k}): {list(names)}"
         )
+    if cfg.model.get("item_bias_init", "zeros") not in ("zeros", "positive_rate"):
+        raise ValueError(
+            "config.model.item_bias_init: 'zeros' or 'positive_rate', got "
+            f"{cfg.model.item_bias_init!r}"
+        )
     unknown = sorted(set(cfg.eval.get("baselines", ())) - set(BASELINES))
     if unknown:
         raise ValueError(
@@ -99,5 +104,16 @@ def validate_config(cfg: Any) -> None:
     mode = cfg.train.get("select_mode", "auto")
     if mode not in SELECT_MODES:
         raise ValueError(f"config.train.select_mode: one of {list(SELECT_MODES)}, got {mode!r}")
+    if "skip_nonfinite_steps" in cfg.train:
+        _positive_int(cfg, "train.skip_nonfinite_steps", 0)
+    if "grad_accum_steps" in cfg.train:
+        _positive_int(cfg, "train.grad_accum_steps")
+        if cfg.train.batch_size % cfg.train.grad_accum_steps:
+            raise ValueError(
+                f"config.train.batch_size: {cfg.train.batch_size} is not divisible by "
+                f"config.train.grad_accum_steps ({cfg.train.grad_accum_steps})"
+            )
+    if not isinstance(cfg.train.get("tensorboard", True), bool):
+        raise ValueError(f"config.train.tensorboard: True or False, got {cfg.train.tensorboard!r}")
     if float(cfg.optim.learning_rate) <= 0:
         raise ValueError(f"config.optim.learning_rate: must be > 0, got {cfg.optim.learning_rate}")

@@ -1,16 +1,29 @@
-"""Serving: top-k recommendation from a history, and export of that function with jax.export.
+"""Export of a trained run as a self-contained serving artifact (docs/serving.md).
 
-The exported artifact takes left-padded histories ``items[B, L]`` (dense item ids, 0 padding) and
-``feedback[B, L]`` (feedback-type index + 1, 0 padding) for any batch size B, and returns the
-``k`` best dense item ids and their scores, through the same :mod:`jaxrec.inference` path that
-evaluation measures. Parameters are baked in as constants, so the artifact is self-contained;
-``vocab.json`` beside it maps dense ids back to the source's item ids and names the feedback
-types.
+``export_run`` (``jaxrec export``) writes, into one directory:
+
+- ``recommend.jax``: ``(items[B, L], feedback[B, L]) -> (ids[B, k], scores[B, k])``, serialised
+  with ``jax.export`` for any batch size B, parameters baked in. Serving semantics live inside
+  it, so every consumer gets them: events whose feedback type is not a model input are dropped
+  from the model's input; items the history gave an excluded feedback type (default: the run's
+  ``feedback.negative``) are never recommended, nor (``exclude_heard``) any item of the
+  history; a history without input events gets the most popular training items.
+- ``query.jax``: ``(items[B, L], feedback[B, L]) -> user vectors [B, D']``, for teams with their
+  own ANN index over ``item_embeddings.npy`` (``[V + 1, D']``, row 0 padding).
+- ``vocab.json`` (dense id -> source item id; feedback type names), ``popularity.npy`` (dense ids,
+  most positive training events first) and ``manifest.json`` (versions, config, step, metrics,
+  shapes, platforms, SHA-256 of every other file).
+
+Inputs are left-padded (newest event last), item 0 and feedback 0 are padding, and feedback is
+the type index + 1. Load with :class:`jaxrec.serving.Recommender` (jax and numpy only).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +34,80 @@ from flax import nnx
 
 from jaxrec import inference
 from jaxrec.model import SequenceModel
+from jaxrec.serving import FORMAT, MANIFEST, Recommender, artifact_files, file_digest
+
+__all__ = ["PLATFORMS", "Recommender", "export", "export_run", "serving_fns"]
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
+def _type_mask(names: tuple[str, ...], feedback_types: tuple[str, ...], what: str) -> np.ndarray:
+    """Boolean mask over feedback tokens (index + 1; 0 padding and the [MASK] type are False)."""
+    unknown = [n for n in names if n not in feedback_types]
+    if unknown:
+        raise ValueError(f"{what}: unknown feedback type(s) {unknown}; known: {feedback_types}")
+    mask = np.zeros(len(feedback_types) + 2, bool)
+    for n in names:
+        mask[feedback_types.index(n) + 1] = True
+    return mask
+
+
+def serving_fns(
+    model: SequenceModel,
+    k: int,
+    feedback_types: tuple[str, ...],
+    input_feedback: tuple[str, ...] | None = None,
+    exclude_feedback: tuple[str, ...] = (),
+    exclude_heard: bool = False,
+    popularity_V: np.ndarray | None = None,
+):
+    """Pure ``(query_fn, recommend_fn)`` of ``(items[B, L], feedback[B, L])``, closing over
+    ``model`` and the serving rules (see the module docstring)."""
+    graphdef, state = nnx.split(model)
+    input_mask = jnp.asarray(
+        _type_mask(tuple(input_feedback or feedback_types), feedback_types, "input_feedback")
+    )
+    exclude_mask = jnp.asarray(_type_mask(tuple(exclude_feedback), feedback_types, "exclude"))
+    n_rows = model.num_items + 1
+    pop = np.zeros(n_rows, np.float32) if popularity_V is None else popularity_V[:n_rows]
+    pop = jnp.asarray(pop, jnp.float32)
+
+    def model_input(items_BxL, feedback_BxL):
+        """Keeps the input-role events, left-aligned again (newest last); (items, fb, keep)."""
+        fb = jnp.clip(feedback_BxL, 0, input_mask.shape[0] - 1)
+        keep = (items_BxL > 0) & input_mask[fb]
+        b, length = items_BxL.shape
+        slot = length - keep.sum(1, keepdims=True) + jnp.cumsum(keep, axis=1) - 1
+        slot = jnp.where(keep, slot, length)  # out of range: dropped
+        rows = jnp.arange(b)[:, None]
+        new_items = jnp.zeros_like(items_BxL).at[rows, slot].set(items_BxL, mode="drop")
+        new_fb = jnp.zeros_like(fb).at[rows, slot].set(fb, mode="drop")
+        return new_items, new_fb, keep, fb
+
+    def query_fn(items_BxL, feedback_BxL):
+        m = nnx.merge(graphdef, state)
+        items, fb, _, _ = model_input(items_BxL, feedback_BxL)
+        return inference.user_query(m, items, fb)
+
+    def recommend_fn(items_BxL, feedback_BxL):
+        m = nnx.merge(graphdef, state)
+        items, fb_in, keep, fb = model_input(items_BxL, feedback_BxL)
+        query = inference.user_query(m, items, fb_in)
+        excluded = exclude_mask[fb] | (exclude_heard & (items_BxL > 0))
+        exclude = jnp.where(excluded, items_BxL, 0)
+        scores = inference.catalog_scores(query, m.item_table(), exclude)
+        cold_scores = inference.catalog_scores(
+            jnp.ones((items_BxL.shape[0], 1), jnp.float32), pop[:, None], exclude
+        )
+        cold = ~keep.any(axis=1, keepdims=True)
+        scores, ids = jax.lax.top_k(jnp.where(cold, cold_scores, scores), k)
+        return ids, scores
+
+    return query_fn, recommend_fn
+
+
 def recommend_fn(model: SequenceModel, k: int):
-    """A pure function (items_BxL, feedback_BxL) -> (ids_Bxk, scores_Bxk) closing over ``model``."""
+    """Plain top-k ``(items, feedback) -> (ids, scores)`` closing over ``model`` (no rules)."""
     graphdef, state = nnx.split(model)
 
     def fn(items_BxL: jax.Array, feedback_BxL: jax.Array):
@@ -37,6 +118,21 @@ def recommend_fn(model: SequenceModel, k: int):
     return fn
 
 
+def _aval(name: str, a: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "shape": [d if isinstance(d, int) else str(d) for d in a.shape],
+        "dtype": str(a.dtype),
+    }
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def export(
     model: SequenceModel,
     max_len: int,
@@ -45,59 +141,219 @@ def export(
     item_vocab: np.ndarray,
     feedback_types: tuple[str, ...],
     platforms=PLATFORMS,
+    *,
+    input_feedback: tuple[str, ...] | None = None,
+    exclude_feedback: tuple[str, ...] = (),
+    exclude_heard: bool = False,
+    popularity_V: np.ndarray | None = None,
+    config: dict[str, Any] | None = None,
+    step: int | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Serialises top-k recommendation to ``out/recommend.jax`` (+ ``vocab.json``)."""
+    """Writes the artifact to ``out`` (replacing an earlier export there); returns ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    feedback_types = tuple(feedback_types)
+    num_items = int(model.num_items)
+    if not 1 <= k <= num_items:
+        raise ValueError(f"k: between 1 and the number of items ({num_items}), got {k}")
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise FileExistsError(f"{out}: exists, is not empty and is not a jaxrec export")
+    platforms = tuple(platforms)
+    input_feedback = tuple(input_feedback or feedback_types)
+    query_fn, rec_fn = serving_fns(
+        model, k, feedback_types, input_feedback, tuple(exclude_feedback), exclude_heard,
+        popularity_V,
+    )  # fmt: skip
     (b,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((b, max_len), jnp.int32)
-    exported = jax.export.export(jax.jit(recommend_fn(model, k)), platforms=platforms)(spec, spec)
-    (out / "recommend.jax").write_bytes(exported.serialize())
-    (out / "vocab.json").write_text(
-        json.dumps(
-            {
-                "items": [
-                    None if v is None else (v.item() if hasattr(v, "item") else v)
-                    for v in item_vocab.tolist()
-                ],
-                "feedback_types": list(feedback_types),
-                "max_len": max_len,
-                "k": k,
-            }
+    exp_rec = jax.export.export(jax.jit(rec_fn), platforms=platforms)(spec, spec)
+    exp_query = jax.export.export(jax.jit(query_fn), platforms=platforms)(spec, spec)
+    table = np.asarray(jax.device_get(model.item_table()), np.float32)
+    pop = np.zeros(num_items + 1) if popularity_V is None else np.asarray(popularity_V)
+    order = np.argsort(-pop[1 : num_items + 1], kind="stable").astype(np.int32) + 1
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private
+    try:
+        (tmp / "recommend.jax").write_bytes(exp_rec.serialize())
+        (tmp / "query.jax").write_bytes(exp_query.serialize())
+        np.save(tmp / "item_embeddings.npy", table, allow_pickle=False)
+        np.save(tmp / "popularity.npy", order, allow_pickle=False)
+        items = [None if v is None else (v.item() if hasattr(v, "item") else v) for v in item_vocab]
+        (tmp / "vocab.json").write_text(
+            json.dumps({"items": items, "feedback_types": list(feedback_types)})
         )
+        inputs = [_aval("items", exp_rec.in_avals[0]), _aval("feedback", exp_rec.in_avals[1])]
+        manifest = {
+            "format": FORMAT,
+            "versions": {
+                "jaxrec": _version("jaxrec"),
+                "jax": jax.__version__,
+                "jaxlib": _version("jaxlib"),
+                "numpy": np.__version__,
+            },
+            "platforms": list(platforms),
+            "step": step,
+            "metrics": metrics or {},
+            "config": config,
+            "serving": {
+                "k": int(k),
+                "max_len": int(max_len),
+                "num_items": num_items,
+                "input_feedback": list(input_feedback),
+                "exclude_feedback": list(exclude_feedback),
+                "exclude_heard": bool(exclude_heard),
+                "cold_start": "a history without input events gets the items with the most "
+                "positive training events; its scores are those counts",
+                "padding": "left-padded, newest event last; item 0 / feedback 0 = padding; "
+                "feedback = index into feedback_types + 1",
+            },
+            "functions": {
+                "recommend": {
+                    "file": "recommend.jax",
+                    "inputs": inputs,
+                    "outputs": [
+                        _aval("ids", exp_rec.out_avals[0]),
+                        _aval("scores", exp_rec.out_avals[1]),
+                    ],
+                },
+                "query": {
+                    "file": "query.jax",
+                    "inputs": inputs,
+                    "outputs": [_aval("user_vectors", exp_query.out_avals[0])],
+                },
+            },
+            "item_embeddings": {
+                "file": "item_embeddings.npy",
+                "shape": list(table.shape),
+                "dtype": str(table.dtype),
+                "last_column_is_bias": model.item_bias is not None,
+                "score": "user_vector @ item_embeddings[i]; row 0 is padding",
+            },
+            "popularity": {"file": "popularity.npy", "dtype": "int32"},
+            "vocab": {"file": "vocab.json"},
+        }
+        manifest["files"] = {
+            rel: {"sha256": file_digest(p), "bytes": p.stat().st_size}
+            for rel, p in artifact_files(tmp).items()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def step_metrics(workdir: str | Path, step: int) -> dict[str, Any]:
+    """The validation metrics logged at ``step`` (metrics.jsonl) and the test metrics when
+    eval_test.json was measured on that step; absent ones are left out."""
+    workdir = Path(workdir)
+    out: dict[str, Any] = {}
+    log = workdir / "metrics.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            valid = {k[6:]: v for k, v in row.items() if k.startswith("valid/")}
+            if row.get("step") == step and valid:
+                out["valid"] = valid
+    test = workdir / "eval_test.json"
+    if test.exists():
+        try:
+            t = json.loads(test.read_text())
+        except ValueError:
+            t = {}
+        if t.get("selected_step") == step:
+            out["test"] = {k: v for k, v in t.items() if k != "selected_step"}
+    return out
+
+
+def load_model(cfg: Any, workdir: str | Path, step: int | None = None):
+    """(model, data, step): the checkpoint of ``step`` (under checkpoints/ or best/), or else the
+    run's selected one (``train.select``: the newest intact best-validation step, else the newest
+    intact last one), like ``load_trained`` but read-only: a damaged step is skipped, never moved
+    aside, so exporting cannot change the run."""
+    from jaxrec import checkpoint, sharding
+    from jaxrec.config import validate_config
+    from jaxrec.train import TrainState, prepare_data
+
+    validate_config(cfg)
+    data = prepare_data(cfg)
+    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    if step is not None:
+        names = ["checkpoints", "best"]
+    else:
+        names = ["best", "checkpoints"] if cfg.train.select == "best" else ["checkpoints"]
+    saved: set[int] = set()
+    damaged: list[str] = []
+    for name in names:
+        if not (Path(workdir) / name).is_dir():
+            continue
+        ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints), name=name)
+        try:
+            steps = ckpt.all_steps()
+            saved.update(steps)
+            for s in [step] if step is not None else reversed(steps):
+                if s not in steps:
+                    continue
+                why = ckpt.verify(s)
+                if why is not None:
+                    damaged.append(f"{ckpt.directory / str(s)}: {why}")
+                    continue
+                ts.restore(ckpt, s)
+                return ts.model, data, s
+        finally:
+            ckpt.close()
+    if damaged:
+        raise checkpoint.DamagedCheckpoint(f"no intact checkpoint to export; {damaged[0]}")
+    if step is not None:
+        raise FileNotFoundError(
+            f"{workdir}: no checkpoint of step {step}; saved steps: {sorted(saved) or 'none'}"
+        )
+    raise FileNotFoundError(f"{Path(workdir) / 'checkpoints'}: no checkpoint to export")
+
+
+def export_run(
+    cfg: Any,
+    workdir: str | Path,
+    out: str | Path,
+    k: int = 10,
+    step: int | None = None,
+    platforms=PLATFORMS,
+    exclude_feedback: tuple[str, ...] | None = None,
+    exclude_heard: bool = False,
+) -> tuple[Path, int]:
+    """Exports a training run's selected model (or that of ``step``); (out, step).
+
+    ``exclude_feedback`` defaults to ``cfg.serving.exclude_feedback`` when the config has it,
+    else to the run's ``feedback.negative`` types."""
+    from jaxrec.eval.baselines import TrainingCounts
+
+    model, data, step = load_model(cfg, workdir, None if step is None else int(step))
+    if exclude_feedback is None:
+        serving = cfg.get("serving", None) or {}
+        exclude_feedback = tuple(serving.get("exclude_feedback", cfg.feedback.negative))
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    config = json.loads(cfg.to_json_best_effort()) if hasattr(cfg, "to_json_best_effort") else cfg
+    path = export(
+        model,
+        int(cfg.data.max_len),
+        int(k),
+        out,
+        data.events.item_vocab,
+        data.events.feedback_types,
+        platforms,
+        input_feedback=tuple(cfg.feedback.input),
+        exclude_feedback=tuple(exclude_feedback),
+        exclude_heard=exclude_heard,
+        popularity_V=counts.positives_V,
+        config=config,
+        step=int(step),
+        metrics=step_metrics(workdir, int(step)),
     )
-    return out / "recommend.jax"
-
-
-class Recommender:
-    """Loads an exported artifact and answers with source item ids."""
-
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        self._fn = jax.export.deserialize(bytearray((path / "recommend.jax").read_bytes()))
-        meta = json.loads((path / "vocab.json").read_text())
-        self.items = meta["items"]
-        self.feedback_types = meta["feedback_types"]
-        self.max_len = int(meta["max_len"])
-        self._item_index = {v: i for i, v in enumerate(self.items) if i > 0}
-
-    def encode(self, history: list[tuple[Any, str]]) -> tuple[np.ndarray, np.ndarray]:
-        """Left-padded arrays from ``[(source_item_id, feedback_type), ...]`` (oldest first);
-        unknown items are skipped, unknown feedback types are an error."""
-        items = np.zeros((1, self.max_len), np.int32)
-        fb = np.zeros((1, self.max_len), np.int32)
-        known = [(self._item_index[i], f) for i, f in history if i in self._item_index]
-        for slot, (i, f) in zip(
-            range(self.max_len - len(known[-self.max_len :]), self.max_len),
-            known[-self.max_len :],
-            strict=True,
-        ):
-            if f not in self.feedback_types:
-                raise ValueError(f"unknown feedback type {f!r}; known: {self.feedback_types}")
-            items[0, slot], fb[0, slot] = i, self.feedback_types.index(f) + 1
-        return items, fb
-
-    def __call__(self, history: list[tuple[Any, str]]) -> list[tuple[Any, float]]:
-        items, fb = self.encode(history)
-        ids, scores = self._fn.call(items, fb)
-        return [(self.items[int(i)], float(s)) for i, s in zip(ids[0], scores[0], strict=True)]
+    return path, int(step)

@@ -25,7 +25,8 @@ def _dense(din: int, dout: int, shard_in: bool, rngs: nnx.Rngs, dtype) -> nnx.Li
     return nnx.Linear(
         din,
         dout,
-        dtype=dtype,
+        dtype=dtype,  # computation
+        param_dtype=jnp.float32,  # master weights
         rngs=rngs,
         kernel_init=nnx.with_partitioning(nnx.initializers.xavier_uniform(), spec),
         bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), bias_spec),
@@ -43,10 +44,12 @@ class Block(nnx.Module):
                 f"config.model.width ({width}) must be divisible by config.model.heads ({heads})"
             )
         self.heads = heads
-        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        # Statistics in float32 always; output in ``dtype`` (else bf16 inputs would be promoted
+        # to float32 by the float32 scale and bias).
+        self.norm1 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.qkv = _dense(width, 3 * width, False, rngs, dtype)
         self.out = _dense(width, width, True, rngs, dtype)
-        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.mlp_in = _dense(width, mlp_ratio * width, False, rngs, dtype)
         self.mlp_out = _dense(mlp_ratio * width, width, True, rngs, dtype)
         self.dropout = nnx.Dropout(dropout)
@@ -80,6 +83,9 @@ class SequenceModel(nnx.Module):
         # Cloze (BERT4Rec) mode hides tokens behind a [MASK] item and feedback type.
         self.mask_item = num_items + 1
         self.mask_feedback = num_feedback_types + 1
+        # Mixed precision: ``dtype`` (e.g. bfloat16) is the dtype of the activations inside the
+        # transformer; every parameter stays float32 (the optimizer's master weights), and the
+        # final norm, the query vectors and the loss are float32.
         self.dtype = jnp.dtype(cfg.dtype)
         emb = nnx.initializers.normal(stddev=0.02)
         self.item_embed = nnx.Embed(
@@ -123,7 +129,7 @@ class SequenceModel(nnx.Module):
                 for _ in range(int(cfg.depth))
             ]
         )
-        self.final_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.final_norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
         self.embed_dropout = nnx.Dropout(float(cfg.dropout))
         # Optional learnable per-type gate on the item part of a token: how much a song heard
         # with each feedback type says about the listener. ``sigmoid`` (or True): in (0, 1),

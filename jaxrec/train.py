@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from jaxrec import checkpoint, sharding
+from jaxrec import checkpoint, faults, sharding
 from jaxrec.config import select_sign, validate_config
 from jaxrec.data import load_events, pipeline
 from jaxrec.data.events import Events
@@ -29,7 +30,7 @@ from jaxrec.data.sequences import (
     split_events,
     subsample_negatives,
 )
-from jaxrec.eval.baselines import BASELINES, evaluate_baselines
+from jaxrec.eval.baselines import BASELINES, TrainingCounts, evaluate_baselines
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.losses import LossTargets, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
@@ -81,14 +82,35 @@ def prepare_data(cfg: Any) -> Data:
     return Data(events, roles, labels, train, valid, test, source_report)
 
 
+ITEM_BIAS_INITS = ("zeros", "positive_rate")
+
+
+def item_bias_prior(data: Data) -> np.ndarray:
+    """``[V + 1]`` logit of each item's smoothed training positive rate, (pos + 1) / (n + 2):
+    the ``positive_rate`` baseline as a starting point for the learned item bias."""
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    rate = (counts.positives_V + 1.0) / (counts.events_V + 2.0)
+    return np.log(rate / (1.0 - rate)).astype(np.float32)
+
+
 def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
-    return SequenceModel(
+    model = SequenceModel(
         cfg.model,
         data.events.num_items,
         len(data.events.feedback_types),
         int(cfg.data.max_len),
         rngs=nnx.Rngs(params=seed),
     )
+    init = cfg.model.get("item_bias_init", "zeros")
+    if init not in ITEM_BIAS_INITS:
+        raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
+    if init == "positive_rate" and model.item_bias is not None:
+        # Like initialising a classifier's output bias to the log prior: the model starts from
+        # item quality and learns what the listener adds to it.
+        prior = jnp.asarray(item_bias_prior(data))
+        table = model.item_bias.embedding
+        table[...] = table[...].at[: prior.shape[0], 0].set(prior)
+    return model
 
 
 def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
@@ -179,6 +201,17 @@ def _flat_window(x_BxLxW: jax.Array | None) -> jax.Array | None:
     return None if x_BxLxW is None else x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
 
 
+class NonFiniteLoss(RuntimeError):
+    """A training step whose loss or gradients were NaN or infinite, beyond
+    ``train.skip_nonfinite_steps``; the checkpoints on disk all predate it."""
+
+
+def _micro_batches(x: jax.Array, accum: int) -> jax.Array:
+    """``[B, ...] -> [accum, B / accum, ...]``, micro-batch i holding rows i, i + accum, ...:
+    each one spread evenly over the ``data`` shards of the batch."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
+
+
 def make_train_step(
     graphdef,
     cfg: Any,
@@ -187,9 +220,24 @@ def make_train_step(
     item_counts: np.ndarray,
     state_sharding,
     batch_sharding,
+    *,
+    inject_nonfinite_at: int | None = None,
 ):
     """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
-    of (seed, step), so a resumed run repeats an uninterrupted one exactly."""
+    of (seed, step), so a resumed run repeats an uninterrupted one exactly.
+
+    A step whose loss or gradient norm is not finite leaves the state as it was (every leaf,
+    the optimizer's step count included) and reports ``nonfinite`` = True in its metrics; the
+    host decides whether to skip it or stop (``train.skip_nonfinite_steps``).
+
+    With ``train.grad_accum_steps`` = A > 1 the batch is split into A micro-batches (scanned,
+    so the activations of one micro-batch at a time are live); their gradients are averaged
+    weighted by their numbers of targets, which equals the full batch's gradient for terms that
+    are a mean over targets. One optimizer update per step.
+
+    ``inject_nonfinite_at`` (tests only): the loss of step number ``inject_nonfinite_at``
+    (1-based, as in metrics.jsonl) is made NaN inside the compiled step; None adds nothing.
+    """
     loss_cfg = cfg.loss
     base_key = jax.random.key(int(cfg.seed))
     weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
@@ -199,8 +247,76 @@ def make_train_step(
         item_log_prob_V = item_log_prob_from_counts(item_counts + 1)
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
+    accum = int(cfg.train.get("grad_accum_steps", 1))
+
+    def loss_fn(model, batch, loss_key, drop_key, step):
+        m = batch["explicit"].shape[-1]
+        targets = LossTargets(
+            positive_N=batch["positives"].reshape(-1),
+            explicit_NxM=batch["explicit"].reshape(-1, m),
+            explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
+            # Every item liked anywhere in the row's context (not only in this example's
+            # slice of it): never a negative.
+            context_positives_RxP=batch["context_positives"],
+            future_items_NxW=_flat_window(batch.get("future_items")),
+            future_labels_NxW=_flat_window(batch.get("future_labels")),
+        )
+        hidden_BxLxD = model(
+            batch["items"],
+            batch["feedback"],
+            rngs=nnx.Rngs(dropout=drop_key),
+            deterministic=False,
+        )
+        query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
+        if inject_nonfinite_at is not None:  # test hook: a NaN in every loss term
+            bad = step + 1 == int(inject_nonfinite_at)
+            query_NxD = query_NxD + jnp.where(bad, jnp.nan, 0.0).astype(query_NxD.dtype)
+        return compute_loss(
+            loss_cfg,
+            query_NxD,
+            model.item_table(),
+            targets,
+            loss_key,
+            weights_T,
+            item_log_prob_V,
+        )
+
+    def accumulated_grads(model, batch, loss_key, drop_key, step):
+        """Gradients and metrics of the whole batch from ``accum`` scanned micro-batches."""
+        graph, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def micro_loss(params, mb, key):
+            return loss_fn(nnx.merge(graph, params, rest), mb, loss_key, key, step)
+
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+        micro = jax.tree.map(lambda x: _micro_batches(x, accum), batch)
+        total = jnp.maximum(jnp.sum(batch["positives"] > 0), 1).astype(jnp.float32)
+        first = jax.tree.map(lambda x: x[0], micro)
+        (_, met_shape), _ = jax.eval_shape(grad_fn, params, first, drop_key)
+        zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)
+
+        def body(carry, xs):
+            grads, metrics = carry
+            mb, i = xs
+            # Same loss key (shared random negatives as in one big batch); own dropout key.
+            (_, met), g = grad_fn(params, mb, jax.random.fold_in(drop_key, i))
+            w = met["targets"].astype(jnp.float32) / total
+            grads = jax.tree.map(lambda a, b: a + w * b.astype(jnp.float32), grads, g)
+            metrics = {
+                k: metrics[k] + (v if k == "targets" else w * v).astype(jnp.float32)
+                for k, v in met.items()
+            }
+            return (grads, metrics), None
+
+        (grads, metrics), _ = jax.lax.scan(
+            body, (zeros(params), zeros(met_shape)), (micro, jnp.arange(accum))
+        )
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+        metrics["targets"] = metrics["targets"].astype(met_shape["targets"].dtype)
+        return grads, metrics
 
     def step_fn(state, batch, step):
+        old_leaves = jax.tree.leaves(state)
         model, opt = nnx.merge(graphdef, state)
         loss_key, drop_key, mask_key = jax.random.split(jax.random.fold_in(base_key, step), 3)
         if not model.causal:
@@ -213,40 +329,28 @@ def make_train_step(
                 positive_T,
                 negative_T,
             )
-        m = batch["explicit"].shape[-1]
-        targets = LossTargets(
-            positive_N=batch["positives"].reshape(-1),
-            explicit_NxM=batch["explicit"].reshape(-1, m),
-            explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
-            # Every item liked anywhere in the row's context (not only in this example's
-            # slice of it): never a negative.
-            context_positives_RxP=batch["context_positives"],
-            future_items_NxW=_flat_window(batch.get("future_items")),
-            future_labels_NxW=_flat_window(batch.get("future_labels")),
-        )
-
-        def loss_fn(model):
-            hidden_BxLxD = model(
-                batch["items"],
-                batch["feedback"],
-                rngs=nnx.Rngs(dropout=drop_key),
-                deterministic=False,
+        if accum == 1:
+            (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+                model, batch, loss_key, drop_key, step
             )
-            query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
-            return compute_loss(
-                loss_cfg,
-                query_NxD,
-                model.item_table(),
-                targets,
-                loss_key,
-                weights_T,
-                item_log_prob_V,
-            )
-
-        (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        else:
+            grads, metrics = accumulated_grads(model, batch, loss_key, drop_key, step)
+        grad_norm = optax.tree.norm(grads)
         opt.update(model, grads)
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["grad_norm"] = grad_norm
         _, new_state = nnx.split((model, opt))
+        # A non-finite step changes nothing: every leaf keeps its old value (a select that
+        # fuses into the update; the host reads the flag only at log and checkpoint steps).
+        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        treedef = jax.tree.structure(new_state)
+        new_state = jax.tree.unflatten(
+            treedef,
+            [
+                jnp.where(ok, n, o)
+                for n, o in zip(jax.tree.leaves(new_state), old_leaves, strict=True)
+            ],
+        )
+        metrics["nonfinite"] = ~ok
         return new_state, metrics
 
     return jax.jit(
@@ -262,10 +366,22 @@ def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
     otherwise log those steps twice) and returns the rows up to ``step``."""
     if not path.exists():
         return []
-    rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+    lines = [r for r in path.read_text().splitlines() if r.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:  # a machine crash can leave half a last line: drop it
+                print(f"warning: {path}: dropped an unreadable last line (a crash mid-write)")
+                continue
+            raise
     kept = [r for r in rows if r["step"] <= step]
     if jax.process_index() == 0:
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        # Atomic: other processes of a multi-host job read this file while host 0 rewrites it.
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
     return kept
 
 
@@ -309,7 +425,14 @@ def _format_table(title: str, metrics: dict[str, float]) -> str:
 class TrainState:
     """Model + optimizer on a mesh, their jitted step and their checkpoints."""
 
-    def __init__(self, cfg: Any, data: Data, mesh: jax.sharding.Mesh):
+    def __init__(
+        self,
+        cfg: Any,
+        data: Data,
+        mesh: jax.sharding.Mesh,
+        *,
+        inject_nonfinite_at: int | None = None,
+    ):
         self.mesh = mesh
         with jax.set_mesh(mesh):
             model = create_model(cfg, data, int(cfg.seed))
@@ -329,6 +452,7 @@ class TrainState:
             ],
             self.state_sharding,
             sharding.batch_sharding(mesh),
+            inject_nonfinite_at=inject_nonfinite_at,
         )
 
     @property
@@ -358,26 +482,69 @@ class TrainState:
         return step, extra
 
 
+def _nonfinite_terms(metrics: dict[str, Any]) -> list[str]:
+    """The ``loss_<term>`` metrics of a step that are not finite; ``["loss"]`` when only their
+    sum is, ``["gradients"]`` when the loss is finite but the gradient norm is not."""
+    terms = [k for k, v in metrics.items() if k.startswith("loss_") and not np.isfinite(float(v))]
+    if terms:
+        return terms
+    return ["loss"] if not np.isfinite(float(metrics["loss"])) else ["gradients"]
+
+
+def _open_tensorboard(cfg: Any, workdir: Path, purge_step: int | None):
+    """A TensorBoard event writer under ``WORKDIR/tensorboard`` (tensorboardX: no TensorFlow),
+    or None when ``train.tensorboard`` is off. ``purge_step``: a resumed run hides the events
+    an earlier attempt wrote from that step on."""
+    if not bool(cfg.train.get("tensorboard", True)):
+        return None
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "config.train.tensorboard: needs the tensorboardX package "
+            "(pip install tensorboardX), or set it to False"
+        ) from None
+    return SummaryWriter(str(workdir / "tensorboard"), purge_step=purge_step)
+
+
+def _write_scalars(writer, row: dict[str, Any]) -> None:
+    for key, value in row.items():
+        if key in ("step", "wall") or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            writer.add_scalar(key, value, row["step"], walltime=row["wall"])
+    writer.flush()
+
+
 def train(
-    cfg: Any, workdir: str | Path, *, progress: bool = True, stop_at: int | None = None
+    cfg: Any,
+    workdir: str | Path,
+    *,
+    progress: bool = True,
+    stop_at: int | None = None,
+    inject_nonfinite_at: int | None = None,
 ) -> dict[str, float] | None:
     """Trains (resuming from the newest checkpoint in ``workdir``), then evaluates on test.
 
-    Writes ``metrics.jsonl``, ``config.json``, ``data_report.json``, ``checkpoints/`` and
-    ``eval_test.json`` under ``workdir``; returns the test metrics. ``stop_at`` ends the run
-    early after checkpointing that step, as a preemption would (returns None).
+    Writes ``metrics.jsonl``, ``config.json``, ``data_report.json``, ``checkpoints/``,
+    ``tensorboard/`` and ``eval_test.json`` under ``workdir``; returns the test metrics.
+    ``stop_at`` ends the run early after checkpointing that step, as a preemption would
+    (returns None). A step with a non-finite loss or gradient beyond
+    ``train.skip_nonfinite_steps`` raises :class:`NonFiniteLoss`; no checkpoint is saved from
+    a state after it. ``inject_nonfinite_at`` is for tests only: it makes the loss of that step
+    (1-based, as in metrics.jsonl) NaN.
     """
     validate_config(cfg)
     workdir = Path(workdir)
     lead = jax.process_index() == 0  # one host writes the logs; orbax coordinates checkpoints
-    workdir.mkdir(parents=True, exist_ok=True)
+    faults.check_workdir_writable(workdir)  # before any data is read: one-line OSError
     data = prepare_data(cfg)
     if lead:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
         (workdir / "data_report.json").write_text(json.dumps(data.report(), indent=2))
 
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = TrainState(cfg, data, mesh)
+    ts = TrainState(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
     total = int(cfg.train.steps)
     dataset = pipeline.batch_dataset(
         data.train,
@@ -401,11 +568,13 @@ def train(
     patience = int(cfg.train.early_stop_patience)
     start, train_seconds, data_state = 0, 0.0, None
     best, since_best, stopped = -np.inf, 0, False
+    skip_limit, skipped_total = int(cfg.train.get("skip_nonfinite_steps", 0)), 0
     if resumed is not None:
         data_state = resumed[1].get("data")
         start = latest
         rows = _truncate_log(workdir / "metrics.jsonl", latest)
         train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
+        skipped_total = int(rows[-1].get("skipped_nonfinite", 0)) if rows else 0
         best, since_best, stopped = _selection_state(rows, select_key, sign)
         best_ckpt.drop_after(latest)  # saved after the resumed step: never happened now
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
@@ -413,7 +582,9 @@ def train(
     batches = pipeline.batch_iterator(dataset, data_state)
     log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
     ckpt_every = int(cfg.train.checkpoint_every)
+    global_batch = int(cfg.train.batch_size)
     metrics_file = (workdir / "metrics.jsonl").open("a") if lead else None
+    tb = _open_tensorboard(cfg, workdir, start or None) if lead else None
     bar = tqdm(
         total=total,
         initial=start,
@@ -423,6 +594,30 @@ def train(
         mininterval=1.0,
     )
     window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
+    unchecked: list[tuple[int, dict[str, Any]]] = []  # (step, metrics) not yet checked
+    skipped: list[int] = []  # steps skipped (non-finite) in the current log window
+
+    def check_finite() -> None:
+        """Reads the ``nonfinite`` flags of the steps run since the last check (at log and
+        checkpoint steps only, so that dispatch stays asynchronous in between)."""
+        nonlocal skipped_total
+        for s, m in unchecked:
+            if not bool(m["nonfinite"]):
+                continue
+            what = ", ".join(_nonfinite_terms(m))
+            if skipped_total >= skip_limit:
+                unchecked.clear()
+                last = ckpt.latest_step()
+                kept = "no checkpoint saved" if last is None else f"checkpoint of step {last} kept"
+                raise NonFiniteLoss(
+                    f"non-finite {what} at step {s} ({skipped_total} step(s) skipped before, "
+                    f"train.skip_nonfinite_steps = {skip_limit}); run stopped, {kept}"
+                )
+            skipped_total += 1
+            skipped.append(s)
+            tqdm.write(f"warning: skipped step {s}: non-finite {what}")
+        unchecked.clear()
+
     try:
         for step in range(start, total if not stopped else start):
             t_wait = time.perf_counter()
@@ -430,21 +625,34 @@ def train(
             waited += time.perf_counter() - t_wait
             batch = sharding.put_batch(host_batch, mesh)
             ts.state, metrics = ts.step_fn(ts.state, batch, jnp.asarray(step, jnp.int32))
-            pending.append(metrics)
-            window_steps += 1
             done = step + 1
+            pending.append((done, metrics))
+            unchecked.append((done, metrics))
+            window_steps += 1
             is_eval = done % eval_every == 0 or done == total
             if done % log_every == 0 or is_eval:
-                row = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                check_finite()
+                good = [m for s, m in pending if s not in skipped]
+                keys = [k for k in pending[0][1] if k != "nonfinite"]
+                row = {
+                    k: float(np.mean([float(m[k]) for m in good])) if good else float("nan")
+                    for k in keys
+                }
+                targets = sum(float(m["targets"]) for _, m in pending)
                 elapsed = time.perf_counter() - window_start
                 train_seconds += elapsed
                 row.update(
                     input_wait_share=waited / elapsed,
                     step=done,
                     steps_per_s=window_steps / elapsed,
+                    targets_per_s=targets / elapsed,
+                    sequences_per_s=window_steps * global_batch / elapsed,
                     wall=time.time(),
                     train_seconds=train_seconds,
+                    skipped_nonfinite=skipped_total,
                 )
+                if skipped:
+                    row["skipped_steps"] = list(skipped)
                 if is_eval:
                     valid = evaluator(ts.model, data.valid)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
@@ -460,9 +668,18 @@ def train(
                 if metrics_file:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
-                bar.set_postfix(loss=f"{row['loss']:.4f}", steps_s=f"{row['steps_per_s']:.1f}")
+                if tb is not None:
+                    _write_scalars(tb, row)
+                bar.set_postfix(
+                    loss=f"{row['loss']:.4f}",
+                    steps_s=f"{row['steps_per_s']:.1f}",
+                    seq_s=f"{row['sequences_per_s']:.0f}",
+                    tgt_s=f"{row['targets_per_s']:.0f}",
+                )
                 window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
+                skipped = []
             if done % ckpt_every == 0 or done == total or done == stop_at or stopped:
+                check_finite()  # never save a state from after a step that stops the run
                 ts.save(ckpt, done, {"data": batches.get_state()})
             bar.update(1)
             if done == stop_at:
@@ -474,6 +691,8 @@ def train(
         bar.close()
         if metrics_file:
             metrics_file.close()
+        if tb is not None:
+            tb.close()
         selected = ckpt.latest_step()
         ckpt.close()
 

@@ -115,3 +115,23 @@ def test_bad_gate_is_refused(cfg):
     with pytest.raises(ValueError, match="config.model.feedback_gate"):
         with nnx.use_eager_sharding(False):
             SequenceModel(cfg.model, 20, 4, 12, rngs=nnx.Rngs(params=0))
+
+
+def test_item_bias_starts_from_the_positive_rate(cfg):
+    from jaxrec.eval import baselines
+    from jaxrec.eval.baselines import TrainingCounts
+    from jaxrec.train import create_model, prepare_data
+
+    cfg.model.item_bias = True
+    cfg.model.item_bias_init = "positive_rate"
+    data = prepare_data(cfg)
+    with nnx.use_eager_sharding(False):
+        model = create_model(cfg, data, 0)
+    bias = np.asarray(model.item_table()[:, -1])
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    rate = baselines.positive_rate(counts)(np.zeros((1, 1), np.int32), np.zeros((1, 1)))[0]
+    np.testing.assert_allclose(bias, np.log(rate / (1 - rate)), rtol=1e-5, atol=1e-5)
+    cfg.model.item_bias_init = "popular"
+    with pytest.raises(ValueError, match="item_bias_init"):
+        with nnx.use_eager_sharding(False):
+            create_model(cfg, data, 0)

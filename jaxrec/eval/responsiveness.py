@@ -1,0 +1,97 @@
+"""Responsiveness to negative feedback (after Wang et al., RecSys 2023).
+
+For each history: take the model's current top-1 item, append one event on that item, and see
+where the item (and its nearest items by item embedding) lands. Appending a negative type
+(thumbs-down) should push it out of the top-k; appending a neutral or positive play of the same
+item is the control. Goes through :mod:`jaxrec.inference` only, so it measures what is served
+(without the serving rules of an export, which would remove a thumbed-down item outright).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec import inference
+
+
+def _append(items_BxL: np.ndarray, fb_BxL: np.ndarray, item_B: np.ndarray, fb_type: int):
+    """Histories with one event appended (newest last; the oldest slot drops off)."""
+    items = np.concatenate([items_BxL[:, 1:], item_B[:, None]], axis=1).astype(items_BxL.dtype)
+    fb = np.concatenate([fb_BxL[:, 1:], np.full((len(fb_BxL), 1), fb_type)], axis=1)
+    return items, fb.astype(fb_BxL.dtype)
+
+
+def nearest_items(table_VxD: np.ndarray, item_B: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` items ``[B, n]`` of highest cosine similarity to each item (not itself, not
+    padding row 0)."""
+    t = np.asarray(table_VxD, np.float64)
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    sim = t[item_B] @ t.T
+    sim[:, 0] = -np.inf
+    sim[np.arange(len(item_B)), item_B] = -np.inf
+    return np.argsort(-sim, axis=1, kind="stable")[:, :n]
+
+
+def _summary(before_BxW: np.ndarray, after_BxW: np.ndarray, k: int) -> dict[str, float]:
+    was_in = before_BxW < k
+    left = was_in & (after_BxW >= k)
+    drop = (after_BxW - before_BxW).ravel()
+    return {
+        "left_top_k": float(left.sum() / max(was_in.sum(), 1)),
+        "median_rank_drop": float(np.median(drop)) if drop.size else float("nan"),
+        "in_top_k_before": int(was_in.sum()),
+    }
+
+
+def responsiveness(
+    model: Any,
+    items_NxL: np.ndarray,
+    feedback_NxL: np.ndarray,
+    negative_type: int,
+    neutral_type: int,
+    k: int = 10,
+    neighbours: int = 10,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Responsiveness of ``model`` on histories ``items_NxL`` / ``feedback_NxL`` (left-padded;
+    rows without any event are skipped).
+
+    ``negative_type`` and ``neutral_type`` are feedback tokens (type index + 1), e.g. those of
+    ``thumbs_down`` and ``play``. Ranks are 0-based over the catalog, ties counted against the
+    item. Returns, for ``"negative"`` and ``"neutral"`` appends, ``{"top1": S, "neighbours":
+    S}`` with S = ``{"left_top_k": share of the items in the top-k before that are out of it
+    after, "median_rank_drop": median of rank after - rank before, "in_top_k_before": count}``;
+    neighbours are the ``neighbours`` items nearest the top-1 item by cosine similarity of item
+    embeddings (without the bias column of an item-bias model).
+    """
+    items_NxL = np.asarray(items_NxL)
+    feedback_NxL = np.asarray(feedback_NxL)
+    keep = (items_NxL > 0).any(axis=1)
+    items_NxL, feedback_NxL = items_NxL[keep], feedback_NxL[keep]
+    table = model.item_table()
+    emb = np.asarray(table)[:, : int(model.width)]
+    ranks: dict[str, list[np.ndarray]] = {"before": [], "negative": [], "neutral": []}
+    for start in range(0, len(items_NxL), batch_size):
+        items = items_NxL[start : start + batch_size]
+        fb = feedback_NxL[start : start + batch_size]
+        scores = inference.catalog_scores(inference.user_query(model, items, fb), table)
+        top1 = np.asarray(jnp.argmax(scores, axis=1)).astype(np.int32)
+        watched = np.concatenate([top1[:, None], nearest_items(emb, top1, neighbours)], axis=1)
+        watched_j = jnp.asarray(watched, jnp.int32)
+        ranks["before"].append(np.asarray(inference.item_ranks(scores, watched_j)))
+        for name, fb_type in (("negative", negative_type), ("neutral", neutral_type)):
+            it2, fb2 = _append(items, fb, top1, fb_type)
+            s2 = inference.catalog_scores(inference.user_query(model, it2, fb2), table)
+            ranks[name].append(np.asarray(inference.item_ranks(s2, watched_j)))
+    width = 1 + neighbours
+    r = {n: np.concatenate(v) if v else np.zeros((0, width), np.int64) for n, v in ranks.items()}
+    out: dict[str, Any] = {"sequences": int(len(items_NxL)), "k": int(k)}
+    for name in ("negative", "neutral"):
+        out[name] = {
+            "top1": _summary(r["before"][:, :1], r[name][:, :1], k),
+            "neighbours": _summary(r["before"][:, 1:], r[name][:, 1:], k),
+        }
+    return out

@@ -1,0 +1,322 @@
+"""Loading and calling an exported recommender: needs json, hashlib, numpy and jax only.
+
+No flax and no jaxrec training code is imported here, so a serving host installs ``jax`` and
+``numpy`` (plus ``flatbuffers``, which ``jax.export`` deserialisation uses) and nothing else.
+``jaxrec export`` writes the artifact; docs/serving.md describes it file by file.
+
+    rec = Recommender("EXPORT_DIR")               # verifies manifest.json first
+    rec.recommend([[("item7", "play"), ("item3", "thumbs_down")], []])
+    rec.user_vectors([[("item7", "play")]])       # [B, D'] for your own ANN index
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = "jaxrec-export/1"
+ON_UNKNOWN = ("skip", "error")
+# Batches are padded to one of these sizes (then chunked by the largest), so a long stream of
+# requests compiles a handful of programs instead of one per batch size.
+_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ArtifactError(ValueError):
+    """The export directory is incomplete, has unexpected files, or fails its checksums."""
+
+
+class UnknownInput(ValueError):
+    """A history names an item or a feedback type the export does not know (on_unknown='error')."""
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_files(path: Path) -> dict[str, Path]:
+    """Every file under ``path`` except the manifest, by POSIX relative path."""
+    return {
+        p.relative_to(path).as_posix(): p
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.relative_to(path).as_posix() != MANIFEST
+    }
+
+
+def verify(path: str | Path) -> dict[str, Any]:
+    """The manifest of an export directory, after checking that its files are exactly the ones it
+    lists, with their sizes and SHA-256; raises ArtifactError naming the first bad file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such export directory")
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise ArtifactError(f"{path}: missing file {MANIFEST} (not a jaxrec export?)")
+    try:
+        manifest = json.loads(mpath.read_text())
+        listed = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{mpath}: unreadable manifest: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    files = artifact_files(path)
+    missing = sorted(set(listed) - set(files))
+    if missing:
+        raise ArtifactError(f"{path}: missing file {missing[0]}")
+    extra = sorted(set(files) - set(listed))
+    if extra:
+        raise ArtifactError(f"{path}: unexpected file {extra[0]} (not in {MANIFEST})")
+    for rel, want in sorted(listed.items()):
+        p = files[rel]
+        if p.stat().st_size != want["bytes"]:
+            raise ArtifactError(
+                f"{path}: file {rel} has {p.stat().st_size} bytes, the manifest says "
+                f"{want['bytes']}"
+            )
+        if file_digest(p) != want["sha256"]:
+            raise ArtifactError(f"{path}: file {rel} fails its SHA-256 check (modified?)")
+    return manifest
+
+
+def _json_id(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+class Recommender:
+    """An exported recommender, answering with source item ids.
+
+    Histories are ``[(source_item_id, feedback_type_name), ...]``, oldest first. Unknown items
+    or feedback names are skipped (and reported) or refused, per ``on_unknown``. Histories
+    longer than the export's ``max_len`` keep their newest ``max_len`` events. A history with no
+    known input event gets the training part's most popular items (cold start).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = verify(self.path)
+        m = self.manifest
+        fns = m["functions"]
+        self._recommend = jax.export.deserialize(
+            bytearray((self.path / fns["recommend"]["file"]).read_bytes())
+        )
+        self._query = jax.export.deserialize(
+            bytearray((self.path / fns["query"]["file"]).read_bytes())
+        )
+        vocab = json.loads((self.path / m["vocab"]["file"]).read_text())
+        self.items: list[Any] = vocab["items"]
+        self.feedback_types: tuple[str, ...] = tuple(vocab["feedback_types"])
+        self.max_len = int(m["serving"]["max_len"])
+        self.k = int(m["serving"]["k"])
+        # Cross-checks: the manifest must describe the programs it ships with.
+        if self._recommend.in_avals[0].shape[1] != self.max_len:
+            raise ArtifactError(f"{self.path}: max_len in {MANIFEST} does not match the program")
+        if self._recommend.out_avals[0].shape[1] != self.k:
+            raise ArtifactError(f"{self.path}: k in {MANIFEST} does not match the program")
+        self._index: dict[Any, int] = {}
+        for i, v in enumerate(self.items):
+            if i > 0:
+                self._index[v] = i
+                self._index.setdefault(str(v), i)
+        self._fb_index = {name: t + 1 for t, name in enumerate(self.feedback_types)}
+
+    # ------------------------------------------------------------------ arrays
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """``[V + 1, D']`` as the scores use it (row 0 padding; see manifest['item_embeddings']
+        for whether the last column is a bias)."""
+        return np.load(self.path / self.manifest["item_embeddings"]["file"], allow_pickle=False)
+
+    @property
+    def popularity(self) -> list[Any]:
+        """Source item ids, most popular first (positive training events): the cold start."""
+        order = np.load(self.path / self.manifest["popularity"]["file"], allow_pickle=False)
+        return [self.items[int(i)] for i in order]
+
+    def item_index(self, item: Any) -> int | None:
+        """The dense id of a source item id, or None."""
+        if item in self._index:
+            return self._index[item]
+        return self._index.get(str(item))
+
+    def encode(
+        self, histories: list[list[tuple[Any, str]]], on_unknown: str = "skip"
+    ) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """Left-padded ``items[B, L]``, ``feedback[B, L]`` (type index + 1) and, per history,
+        the problems found (unknown items / feedback names, skipped)."""
+        if on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown: one of {list(ON_UNKNOWN)}, got {on_unknown!r}")
+        b, length = len(histories), self.max_len
+        items = np.zeros((b, length), np.int32)
+        fb = np.zeros((b, length), np.int32)
+        problems: list[list[str]] = []
+        for row, history in enumerate(histories):
+            known, bad = [], []
+            for pos, (item, feedback) in enumerate(history):
+                i, f = self.item_index(item), self._fb_index.get(feedback)
+                if i is None:
+                    bad.append(f"event {pos}: unknown item {item!r}")
+                if f is None:
+                    bad.append(
+                        f"event {pos}: unknown feedback type {feedback!r}; "
+                        f"known: {list(self.feedback_types)}"
+                    )
+                if i is not None and f is not None:
+                    known.append((i, f))
+            if bad and on_unknown == "error":
+                raise UnknownInput(f"history {row}: " + "; ".join(bad))
+            known = known[-length:]  # the newest L events
+            if known:
+                items[row, length - len(known) :] = [i for i, _ in known]
+                fb[row, length - len(known) :] = [f for _, f in known]
+            problems.append(bad)
+        return items, fb, problems
+
+    def _run(self, fn, items: np.ndarray, fb: np.ndarray) -> list[np.ndarray]:
+        """Calls an exported function in bucketed batches (padding rows are empty)."""
+        outs = []
+        top = _BUCKETS[-1]
+        for start in range(0, len(items), top):
+            it, f = items[start : start + top], fb[start : start + top]
+            size = next(s for s in _BUCKETS if s >= len(it))
+            pad = size - len(it)
+            if pad:
+                it = np.pad(it, ((0, pad), (0, 0)))
+                f = np.pad(f, ((0, pad), (0, 0)))
+            res = fn.call(it, f)
+            res = res if isinstance(res, tuple | list) else (res,)
+            outs.append([np.asarray(r)[: size - pad] for r in res])
+        if not outs:
+            return [np.zeros((0, *a.shape[1:]), a.dtype) for a in fn.out_avals]
+        return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+
+    # ------------------------------------------------------------------ answers
+    def recommend(
+        self,
+        histories: list[list[tuple[Any, str]]],
+        k: int | None = None,
+        on_unknown: str = "skip",
+    ) -> list[dict[str, Any]]:
+        """Per history: ``{"items": [...], "scores": [...], "cold_start": bool, "unknown":
+        [...]}``, best first. Cold-start scores are training popularity counts, not model
+        scores."""
+        k = self.k if k is None else int(k)
+        if not 1 <= k <= self.k:
+            raise ValueError(f"k: between 1 and {self.k} (the k this export was made with)")
+        items, fb, problems = self.encode(histories, on_unknown)
+        ids, scores = self._run(self._recommend, items, fb)
+        cold = ~self._input_present(items, fb)
+        out = []
+        for row in range(len(histories)):
+            keep = np.isfinite(scores[row, :k])  # fewer than k items left after exclusion
+            out.append(
+                {
+                    "items": [_json_id(self.items[int(i)]) for i in ids[row, :k][keep]],
+                    "scores": [float(s) for s in scores[row, :k][keep]],
+                    "cold_start": bool(cold[row]),
+                    "unknown": problems[row],
+                }
+            )
+        return out
+
+    def _input_present(self, items: np.ndarray, fb: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(self.feedback_types) + 2, bool)
+        for name in self.manifest["serving"]["input_feedback"]:
+            mask[self._fb_index[name]] = True
+        return ((items > 0) & mask[fb]).any(axis=1)
+
+    def user_vectors(
+        self, histories: list[list[tuple[Any, str]]], on_unknown: str = "skip"
+    ) -> np.ndarray:
+        """The query vectors ``[B, D']`` of the histories: score item i as
+        ``vector @ item_embeddings[i]`` (no exclusion, no cold start: those are yours)."""
+        items, fb, _ = self.encode(histories, on_unknown)
+        (q,) = self._run(self._query, items, fb)
+        return q
+
+    def __call__(self, history: list[tuple[Any, str]], on_unknown: str = "skip"):
+        """``[(source_item_id, score), ...]`` for one history, best first."""
+        r = self.recommend([history], on_unknown=on_unknown)[0]
+        return list(zip(r["items"], r["scores"], strict=True))
+
+
+# ---------------------------------------------------------------------- request parsing
+def parse_history(text: str) -> list[tuple[str, str]]:
+    """``"item:feedback,item:feedback,..."`` (oldest first) -> pairs; the item is everything
+    before the last ``:``. Raises ValueError naming a malformed token."""
+    history = []
+    for token in filter(None, (t.strip() for t in text.split(","))):
+        item, sep, feedback = token.rpartition(":")
+        if not sep or not item or not feedback:
+            raise ValueError(f"malformed event {token!r}: expected item:feedback")
+        history.append((item, feedback))
+    return history
+
+
+def parse_request(line: str) -> tuple[list[tuple[Any, str]], Any]:
+    """One JSONL request -> (history, request id or None). Accepted: ``{"history": H, "id":
+    ...}`` or a bare H, where H is a list of ``[item, feedback]`` pairs or ``{"item": ...,
+    "feedback": ...}`` objects, or an ``"item:feedback,..."`` string."""
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    rid = None
+    if isinstance(req, dict):
+        if "history" not in req:
+            raise ValueError('a JSON object needs a "history" field')
+        rid, req = req.get("id"), req["history"]
+    if isinstance(req, str):
+        return parse_history(req), rid
+    if not isinstance(req, list):
+        raise ValueError(f"history: expected a list or a string, got {type(req).__name__}")
+    history = []
+    for pos, ev in enumerate(req):
+        if isinstance(ev, dict) and "item" in ev and "feedback" in ev:
+            ev = [ev["item"], ev["feedback"]]
+        if not (isinstance(ev, list) and len(ev) == 2 and isinstance(ev[1], str)):
+            raise ValueError(f"event {pos}: expected [item, feedback] or {{item, feedback}}")
+        history.append((ev[0], ev[1]))
+    return history, rid
+
+
+def recommend_lines(
+    rec: Recommender, lines: list[str], k: int | None = None, on_unknown: str = "skip"
+) -> list[str]:
+    """One JSON answer per non-blank request line, in order, each with its 1-based ``line``:
+    ``{"items", "scores", "cold_start", "unknown"}``, or ``{"error"}`` for a malformed line or
+    (``on_unknown='error'``) one naming unknown items or feedback types."""
+    if on_unknown not in ON_UNKNOWN:
+        raise ValueError(f"on_unknown: one of {list(ON_UNKNOWN)}, got {on_unknown!r}")
+    parsed: list[tuple[int, Any, list | None, str | None]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            history, rid = parse_request(line)
+            parsed.append((n, rid, history, None))
+        except ValueError as e:
+            parsed.append((n, None, None, str(e)))
+    ok = [p[2] for p in parsed if p[3] is None]
+    answers = iter(rec.recommend(ok, k=k, on_unknown="skip"))
+    out = []
+    for n, rid, _, error in parsed:
+        head: dict[str, Any] = {"line": n} if rid is None else {"line": n, "id": rid}
+        if error is None:
+            answer = next(answers)
+            if answer["unknown"] and on_unknown == "error":
+                error = "; ".join(answer["unknown"])
+            else:
+                head.update(answer)
+        if error is not None:
+            head["error"] = error
+        out.append(json.dumps(head))
+    return out
