@@ -78,7 +78,7 @@ def test_negatives_curves_and_time_to_accuracy(results):
     res = results["negatives"]
     out = Path(res["report"]).parent
     s = res["summary"]["arms"]
-    assert set(s) == {"random_only", "explicit_only", "both"}
+    assert set(s) == {"random_only", "explicit_only", "both", "contrast_1"}
     for arm in s:
         rows = [
             json.loads(line)
@@ -91,6 +91,11 @@ def test_negatives_curves_and_time_to_accuracy(results):
     assert math.isclose(ref["steps_fraction"], 1.0)
     cfg = json.loads((out / "runs" / "explicit_only" / "seed0" / "config.json").read_text())
     assert cfg["loss"]["num_random_negatives"] == 0 and cfg["loss"]["explicit_negatives"]
+    cfg = json.loads((out / "runs" / "contrast_1" / "seed0" / "config.json").read_text())
+    assert cfg["loss"]["contrast_weight"] == 1.0 and cfg["model"]["item_bias"]
+    assert cfg["data"]["contrast_window"] == cfg["data"]["window"]
+    report = (out / "report.md").read_text()
+    assert "](negatives_tradeoff.png)" in report and (out / "negatives_tradeoff.png").exists()
 
 
 def test_num_random_negatives_sweeps_hardest_of_n(results):

@@ -21,6 +21,7 @@ TEST_KEY = "pairwise_accuracy"
 DEFAULT_K = 128  # random negatives when the base config has none
 CURVE_POINTS = 10
 EXPLICIT_WEIGHT = 16.0  # the weighted arm's loss.explicit_weight
+CONTRAST_WEIGHTS = (1.0, 3.0)  # the contrast arms' loss.contrast_weight
 
 
 def arms(base: Any, quick: bool) -> list[Arm]:
@@ -61,6 +62,25 @@ def arms(base: Any, quick: bool) -> list[Arm]:
                     "loss.explicit_weight": w,
                 },
                 f"{k} random negatives and the explicit ones, each explicit one weighted {w:g}",
+            )
+        )
+    # The explicit negatives as a term of their own beside the catalog term (docs/losses.md):
+    # every positive vs every explicit negative of the next `data.window` events, item bias.
+    window = int(base.data.window)
+    for cw in (1.0,) if quick else CONTRAST_WEIGHTS:
+        out.append(
+            Arm(
+                f"contrast_{cw:g}",
+                f"random + contrast x{cw:g}",
+                {
+                    "loss.num_random_negatives": k,
+                    "loss.explicit_negatives": True,
+                    "loss.contrast_weight": cw,
+                    "data.contrast_window": window,
+                    "model.item_bias": True,
+                },
+                f"{k} random negatives and the explicit ones, plus the explicit contrast over "
+                f"the next {window} events at weight {cw:g}, with an item bias",
             )
         )
     return out
@@ -146,7 +166,41 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "negatives teach."
     )
     report.image(plot, "validation pairwise accuracy vs steps and training seconds")
-    return common.finish(ctx, report, [plot], runs, summary)
+    tradeoff = _plot_tradeoff(ctx, arm_list, runs, hr_key)
+    report.heading("Liked-vs-disliked accuracy against catalog ranking")
+    report.text(
+        f"Finding 1 is a trade-off: each arm's test pairwise accuracy against its test {hr_key} "
+        "(mean over seeds, bars ±1 std), with the baselines of the first arm's runs as grey "
+        "crosses. Up and to the right is better on both."
+    )
+    report.image(tradeoff, f"test pairwise accuracy vs test {hr_key} per arm and baseline")
+    return common.finish(ctx, report, [plot, tradeoff], runs, summary)
+
+
+def _plot_tradeoff(ctx, arm_list, runs, hr_key):
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for i, a in enumerate(arm_list):
+        pa = mean_std(common.metric_values(runs[a.name], TEST_KEY))
+        hr = mean_std(common.metric_values(runs[a.name], hr_key))
+        xerr = hr[1] if math.isfinite(hr[1]) else 0.0
+        yerr = pa[1] if math.isfinite(pa[1]) else 0.0
+        ax.errorbar(hr[0], pa[0], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", label=a.label)
+    first = runs[arm_list[0].name]
+    for name in sorted({n for r in first for n in r.baselines}):
+        vals = [r.baselines[name] for r in first if name in r.baselines]
+        hr = float(np.mean([v[hr_key] for v in vals]))
+        pa = float(np.mean([v[TEST_KEY] for v in vals]))
+        ax.plot(hr, pa, "x", color="grey")
+        ax.annotate(
+            name, (hr, pa), fontsize=7, color="grey", xytext=(3, 3), textcoords="offset points"
+        )
+    ax.set_xlabel(f"test {hr_key} (whole catalog)")
+    ax.set_ylabel("test pairwise accuracy (liked vs disliked)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"negatives: the trade-off ({ctx.seeds_text})")
+    return common.save(fig, ctx.out / "negatives_tradeoff.png")
 
 
 def _mean_reached(values: list[float | None]) -> float:
