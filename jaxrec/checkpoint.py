@@ -25,6 +25,10 @@ class DamagedCheckpoint(RuntimeError):
     """A checkpoint whose files do not match their checksums (or cannot be restored)."""
 
 
+class CheckpointSaveError(OSError):
+    """A save that failed (disk full, unwritable, ...); the steps saved before are intact."""
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -61,23 +65,49 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, extra: dict[str, Any] | None = None) -> None:
         """Saves arrays ``state`` and a JSON-able ``extra`` (e.g. the data iterator's state),
-        waits for orbax to finish the step, then writes its checksum manifest."""
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})
-            ),
-        )
-        self.manager.wait_until_finished()
-        if jax.process_index() == 0:
-            step_dir = self.directory / str(step)
-            manifest = {
-                rel: {"sha256": _file_digest(p), "bytes": p.stat().st_size}
-                for rel, p in _files(step_dir).items()
-            }
-            tmp = step_dir / (MANIFEST + ".tmp")
+        waits for orbax to finish the step, then writes its checksum manifest.
+
+        Raises CheckpointSaveError (one line: the step, the cause, the free space) when the
+        save fails; orbax writes a step to a temporary directory and renames it only when
+        complete, so the steps saved before stay intact."""
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {})
+                ),
+            )
+            self.manager.wait_until_finished()
+            if jax.process_index() == 0:
+                self._write_manifest(step)
+        except Exception as e:
+            cause = " ".join(str(e).split())
+            if "No space left on device" in cause:  # tensorstore buries it in a long path
+                cause = "No space left on device"
+            cause = cause[:300] or type(e).__name__
+            free = shutil.disk_usage(self.directory).free
+            try:
+                last = [s for s in self.all_steps() if s != step and self.has_manifest(s)]
+            except Exception:  # the manager itself may be unusable now
+                last = []
+            raise CheckpointSaveError(
+                f"{self.directory / str(step)}: cannot be saved ({cause}); "
+                f"{free / 2**20:.1f} MiB free on its filesystem; the steps saved before in "
+                f"{self.directory} are untouched ({last or 'none yet'})"
+            ) from e
+
+    def _write_manifest(self, step: int) -> None:
+        step_dir = self.directory / str(step)
+        manifest = {
+            rel: {"sha256": _file_digest(p), "bytes": p.stat().st_size}
+            for rel, p in _files(step_dir).items()
+        }
+        tmp = step_dir / (MANIFEST + ".tmp")
+        try:
             tmp.write_text(json.dumps(manifest, indent=1))
             tmp.replace(step_dir / MANIFEST)  # atomic: a manifest is whole or absent
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def has_manifest(self, step: int) -> bool:
         return (self.directory / str(step) / MANIFEST).exists()

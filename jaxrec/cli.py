@@ -103,11 +103,58 @@ def cmd_eval(argv: Sequence[str]) -> None:
     def define(f):
         flags.DEFINE_string("workdir", None, "dir of a training run", flag_values=f, required=True)
         flags.DEFINE_enum("split", "test", ["test", "valid"], "split", flag_values=f)
+        flags.DEFINE_bool(
+            "responsiveness",
+            False,
+            "also measure the reaction to a thumbs-down on the top-1 item "
+            "(writes responsiveness.json; docs/serving.md)",
+            flag_values=f,
+        )
+        for name, what in (("negative_type", "negative"), ("neutral_type", "control")):
+            flags.DEFINE_string(
+                name, None, f"--responsiveness: the {what} feedback to append", flag_values=f
+            )
 
     fv = _parse(argv, define, config=False)
     from jaxrec.train import evaluate
 
-    evaluate(_run_config(fv.workdir), fv.workdir, fv.split)
+    cfg = _run_config(fv.workdir)
+    inputs = list(cfg.feedback.input)
+    for name in ("negative_type", "neutral_type"):
+        if fv[name].value is not None and not fv.responsiveness:
+            raise SystemExit(f"jaxrec eval: --{name} needs --responsiveness")
+        if fv[name].value is not None and fv[name].value not in inputs:
+            raise SystemExit(
+                f"jaxrec eval: --{name}: {fv[name].value!r} is not an input feedback type of "
+                f"this run (unknown, or not in its feedback.input); one of {inputs}"
+            )
+    negatives = set(inputs) & set(cfg.feedback.negative)
+    if fv.responsiveness and fv.negative_type is None and not negatives:
+        raise SystemExit(
+            "jaxrec eval: --negative_type: no feedback type of this run is both an input and a "
+            f"negative; name one of {inputs}"
+        )
+    evaluate(cfg, fv.workdir, fv.split)
+    if not fv.responsiveness:
+        return
+    from jaxrec.eval.responsiveness import format_report, responsiveness_report
+    from jaxrec.train import load_trained
+
+    model, data, step = load_trained(cfg, fv.workdir)
+    try:
+        report = responsiveness_report(
+            model, data, int(cfg.eval.k), fv.negative_type, fv.neutral_type, split=fv.split
+        )
+    except ValueError as e:  # e.g. no negative input type and no --negative_type
+        if not str(e).startswith(("negative_type:", "neutral_type:")):
+            raise
+        raise SystemExit(f"jaxrec eval: --{e}") from None
+    report["step"] = step
+    path = Path(fv.workdir) / "responsiveness.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"({path})")
+    print(json.dumps(report, indent=2))
 
 
 def cmd_simulate(argv: Sequence[str]) -> None:

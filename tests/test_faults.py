@@ -321,3 +321,65 @@ def test_free_space_check(tmp_path, monkeypatch):
     with pytest.raises(InsufficientDiskSpace, match=r"5\.0 MiB free .* 1\.0 GiB needed"):
         check_free_space(tmp_path, 1 << 30)
     assert check_free_space(tmp_path, 1 << 20) == 5 << 20
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MiB tmpfs (needs mount rights: root in a container that allows it), else skip."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path, leave: int = 0) -> Path:
+    """Fills the filesystem to the last byte, then frees ``leave`` bytes; returns the filler."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 16, 1 << 10, 1):  # down to the last byte
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(filler.stat().st_size - leave, 0))
+    return filler
+
+
+def test_disk_full_during_a_save_is_a_clear_error_and_the_last_checkpoint_survives(
+    small_disk, tmp_path
+):
+    from jaxrec.train import train
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config()
+    cfg.eval.baselines = ()
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    wd = small_disk / "run"
+    assert train(cfg, wd, progress=False, stop_at=15) is None  # checkpoint 15 on the small disk
+    # Full to the last byte: refused before training, naming the workdir.
+    filler = _fill(small_disk)
+    with pytest.raises(OSError, match="cannot be written: No space left"):
+        train(cfg, wd, progress=False)
+    # Room for the start-up checks and log lines but not for a checkpoint: the save fails.
+    filler.unlink()
+    filler = _fill(small_disk, leave=48 << 10)
+    with pytest.raises(OSError) as err:
+        train(cfg, wd, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert "cannot be saved" in msg and "No space left" in msg and "untouched" in msg, msg
+    ckpt = checkpoint.Checkpointer(wd)
+    assert 15 in ckpt.all_steps() and ckpt.verify(15) is None  # intact
+    ckpt.close()
+    filler.unlink()  # space freed: the same command finishes the run exactly
+    assert train(cfg, wd, progress=False) == pytest.approx(straight)

@@ -77,3 +77,43 @@ def test_negative_hit_rate():
     from jaxrec.eval import negative_hit_rate
 
     assert negative_hit_rate(np.array([0, 9, 10, 50]), 10) == pytest.approx(0.5)
+
+
+def test_negative_ndcg_hand_computed():
+    from jaxrec.eval.metrics import LOWER_IS_BETTER, metric_mode, metric_names, negative_ndcg
+
+    # Ranks 0, 2, 9 are in the top 10 (gains 1, 1/log2(4) = 0.5, 1/log2(11)); 10 and 50 are not.
+    got = negative_ndcg(np.array([[0, 2], [9, 10]]), 10)
+    assert got == pytest.approx((1.0 + 0.5 + 1.0 / np.log2(11.0)) / 4)
+    assert negative_ndcg(np.array([10, 50]), 10) == 0.0
+    assert np.isnan(negative_ndcg(np.array([], np.int64), 10))
+    assert {"neg_ndcg@5", "delta_ndcg@5"} <= set(metric_names(5))
+    assert "neg_ndcg@{k}" in LOWER_IS_BETTER
+    assert metric_mode("neg_ndcg@5", 5) == "min" and metric_mode("delta_ndcg@5", 5) == "max"
+
+
+def test_evaluator_delta_ndcg_hand_computed():
+    from types import SimpleNamespace
+
+    from jaxrec.eval.evaluator import Evaluator
+
+    # Three sequences; the third has no history (uncovered): its negative is not counted.
+    # Windows (items 1..): +1 positive, -1 explicit negative, 0 neither / padding.
+    labels = np.array([[1, -1, -1], [-1, 1, 0], [1, -1, 0]], np.int8)
+    data = SimpleNamespace(
+        items_NxL=np.array([[0, 5], [4, 6], [0, 0]], np.int32),
+        window_items_NxW=np.array([[1, 2, 3], [7, 8, 0], [9, 10, 0]], np.int32),
+        window_label_NxW=labels,
+    )
+    data.covered_N = (data.items_NxL > 0).any(axis=1)
+    scores = np.array([[3.0, 1.0, 2.0], [0.5, 2.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    ranks = np.array([1, 0, 0])  # of each window's next positive
+    window_ranks = np.array([[1, 0, 12], [3, 0, 0], [0, 0, 0]])
+    ev = Evaluator(SimpleNamespace(batch_size=4, k=10, filter_seen=False))
+    out = ev.metrics(data, scores, ranks, window_ranks)
+    ndcg = (1 / np.log2(3.0) + 1.0) / 2  # positive ranks 1 and 0
+    neg = (1.0 + 0.0 + 1 / np.log2(5.0)) / 3  # covered negatives' ranks 0, 12, 3
+    assert out["ndcg@10"] == pytest.approx(ndcg)
+    assert out["neg_ndcg@10"] == pytest.approx(neg)
+    assert out["delta_ndcg@10"] == pytest.approx(ndcg - neg)
+    assert out["neg_hr@10"] == pytest.approx(2 / 3)  # the same population as neg_hr

@@ -21,6 +21,7 @@ from jaxrec.data.sequences import EvalSet
 from jaxrec.eval.metrics import (
     auc,
     negative_hit_rate,
+    negative_ndcg,
     pairwise_accuracy,
     rank_metrics,
 )
@@ -182,4 +183,6 @@ class Evaluator:
         out["auc"] = auc(scores[pos], scores[neg])
         out[f"neg_hr@{self.k}"] = negative_hit_rate(window_ranks[neg], self.k)
         out[f"delta_hr@{self.k}"] = out[f"hr@{self.k}"] - out[f"neg_hr@{self.k}"]
+        out[f"neg_ndcg@{self.k}"] = negative_ndcg(window_ranks[neg], self.k)
+        out[f"delta_ndcg@{self.k}"] = out[f"ndcg@{self.k}"] - out[f"neg_ndcg@{self.k}"]
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # Metrics where a lower value is better; every other metric is maximised by model selection.
-LOWER_IS_BETTER = ("neg_hr@{k}",)
+LOWER_IS_BETTER = ("neg_hr@{k}", "neg_ndcg@{k}")
 
 
 def metric_names(k: int) -> tuple[str, ...]:
@@ -21,6 +21,8 @@ def metric_names(k: int) -> tuple[str, ...]:
         "auc",
         f"neg_hr@{k}",
         f"delta_hr@{k}",
+        f"neg_ndcg@{k}",
+        f"delta_ndcg@{k}",
     )
 
 
@@ -90,3 +92,13 @@ def negative_hit_rate(neg_ranks: np.ndarray, k: int) -> float:
     """How often a held-out disliked/skipped item lands in the top ``k`` (lower is better)."""
     ranks = np.ravel(neg_ranks)
     return float((ranks < k).mean()) if ranks.size else float("nan")
+
+
+def negative_ndcg(neg_ranks: np.ndarray, k: int) -> float:
+    """NDCG@k of held-out disliked/skipped items (lower is better): each negative counts like a
+    target, ``1 / log2(rank + 2)`` when its 0-based catalog rank is below ``k``, else 0,
+    averaged over the negatives (PNFRec, RecSys 2025: delta-NDCG = NDCG@k - this)."""
+    ranks = np.ravel(neg_ranks).astype(np.float64)
+    if not ranks.size:
+        return float("nan")
+    return float(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0).mean())

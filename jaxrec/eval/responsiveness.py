@@ -95,3 +95,114 @@ def responsiveness(
             "neighbours": _summary(r["before"][:, 1:], r[name][:, 1:], k),
         }
     return out
+
+
+NEGATIVE_PREFERENCE = ("thumbs_down", "skip")
+
+
+def feedback_types_for(
+    feedback_types: tuple[str, ...],
+    roles: Any,
+    negative: str | None = None,
+    neutral: str | None = None,
+) -> tuple[str, str]:
+    """The (negative, neutral) feedback-type names to append.
+
+    Defaults: negative, the input type with a negative role named ``thumbs_down``, else ``skip``,
+    else the first such type; neutral, the first input type that is neither positive nor
+    negative, else the first positive input type. A given name must be an input type; a bad one
+    raises ``ValueError`` naming the argument (``negative_type`` / ``neutral_type``).
+    """
+    types = tuple(feedback_types)
+    inputs = [t for t, i in zip(types, np.asarray(roles.input_T), strict=True) if i]
+    for what, name in (("negative_type", negative), ("neutral_type", neutral)):
+        if name is None:
+            continue
+        if name not in types:
+            raise ValueError(f"{what}: unknown feedback type {name!r}; this data has {list(types)}")
+        if name not in inputs:
+            raise ValueError(
+                f"{what}: {name!r} is not an input feedback type of this run (the model never "
+                f"sees it); input types: {inputs}"
+            )
+    role = {
+        t: (bool(p), bool(n))
+        for t, p, n in zip(
+            types, np.asarray(roles.positive_T), np.asarray(roles.negative_T), strict=True
+        )
+    }
+    if negative is None:
+        candidates = [t for t in inputs if role[t][1]]
+        preferred = [t for t in NEGATIVE_PREFERENCE if t in candidates]
+        if not (preferred or candidates):
+            raise ValueError(
+                "negative_type: no feedback type is both an input and a negative; name one"
+            )
+        negative = (preferred or candidates)[0]
+    if neutral is None:
+        neither = [t for t in inputs if not any(role[t])]
+        positive = [t for t in inputs if role[t][0]]
+        neutral = (neither or positive)[0]  # Roles guarantees an input type exists
+    return negative, neutral
+
+
+def responsiveness_report(
+    model: Any,
+    data: Any,
+    k: int,
+    negative: str | None = None,
+    neutral: str | None = None,
+    *,
+    split: str = "test",
+    max_sequences: int | None = None,
+    neighbours: int = 10,
+) -> dict[str, Any]:
+    """:func:`responsiveness` of ``model`` on the covered histories of ``data``'s ``split``
+    (a :class:`jaxrec.train.Data`), at most ``max_sequences`` of them (the first ones).
+
+    The feedback types are picked by :func:`feedback_types_for`; the result adds their names,
+    the split and the histories available (``covered_sequences``) to :func:`responsiveness`'s.
+    """
+    types = tuple(data.events.feedback_types)
+    negative, neutral = feedback_types_for(types, data.roles, negative, neutral)
+    eval_set = getattr(data, split)
+    rows = np.flatnonzero((np.asarray(eval_set.items_NxL) > 0).any(axis=1))
+    covered = len(rows)
+    if max_sequences is not None:
+        rows = rows[: int(max_sequences)]
+    out = responsiveness(
+        model,
+        np.asarray(eval_set.items_NxL)[rows],
+        np.asarray(eval_set.feedback_NxL)[rows],
+        negative_type=types.index(negative) + 1,
+        neutral_type=types.index(neutral) + 1,
+        k=int(k),
+        neighbours=int(neighbours),
+    )
+    return {
+        "split": split,
+        "negative_type": negative,
+        "neutral_type": neutral,
+        "covered_sequences": int(covered),
+        "neighbours_per_item": int(neighbours),
+        **out,
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """A few lines for a terminal: each append's effect on the top-1 item and its neighbours."""
+    k = r["k"]
+    lines = [
+        f"responsiveness on {r['sequences']} {r['split']} histories (k = {k}): append one event "
+        f"on the current top-1 item"
+    ]
+    for name in ("negative", "neutral"):
+        fb = r[f"{name}_type"]
+        for who in ("top1", "neighbours"):
+            s = r[name][who]
+            what = "top-1 item" if who == "top1" else f"{r['neighbours_per_item']} nearest items"
+            lines.append(
+                f"  + {fb:<12} {what:<18} left top-{k}: {s['left_top_k']:.3f} of "
+                f"{s['in_top_k_before']}, median rank drop {s['median_rank_drop']:+g}"
+            )
+    return "\n".join(lines)
