@@ -96,6 +96,15 @@ def test_negatives_curves_and_time_to_accuracy(results):
     assert cfg["data"]["contrast_window"] == cfg["data"]["window"]
     report = (out / "report.md").read_text()
     assert "](negatives_tradeoff.png)" in report and (out / "negatives_tradeoff.png").exists()
+    # Responsiveness per arm: a table row per arm (italic label), the figures of the summary.
+    assert "## Responsiveness to a thumbs-down" in report and "react least" in report
+    resp = res["summary"]["responsiveness"]
+    assert resp["negative_type"] == "thumbs_down" and set(resp["arms"]) == set(s)
+    assert 0 < resp["sequences"] <= 1000
+    for arm, label in res["labels"].items():
+        row = _row(report, f"*{label}*")
+        assert f"{resp['arms'][arm]['top1_left'][0]:.3f}" in row
+        assert 0.0 <= resp["arms"][arm]["top1_left"][0] <= 1.0
 
 
 def test_num_random_negatives_sweeps_hardest_of_n(results):
