@@ -8,7 +8,6 @@ finished it, and :meth:`Checkpointer.verify` compares the step against it before
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -17,6 +16,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from jaxrec.serving import artifact_files, file_digest
 
 MANIFEST = "jaxrec_checksums.json"
 
@@ -29,20 +30,8 @@ class CheckpointSaveError(OSError):
     """A save that failed (disk full, unwritable, ...); the steps saved before are intact."""
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files(step_dir: Path) -> dict[str, Path]:
-    return {
-        str(p.relative_to(step_dir)): p
-        for p in sorted(step_dir.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
+    return artifact_files(step_dir, MANIFEST)
 
 
 class Checkpointer:
@@ -99,7 +88,7 @@ class Checkpointer:
     def _write_manifest(self, step: int) -> None:
         step_dir = self.directory / str(step)
         manifest = {
-            rel: {"sha256": _file_digest(p), "bytes": p.stat().st_size}
+            rel: {"sha256": file_digest(p), "bytes": p.stat().st_size}
             for rel, p in _files(step_dir).items()
         }
         tmp = step_dir / (MANIFEST + ".tmp")
@@ -137,7 +126,7 @@ class Checkpointer:
                 return (
                     f"{rel}: {path.stat().st_size} bytes, {want['bytes']} were saved (truncated?)"
                 )
-            if _file_digest(path) != want["sha256"]:
+            if file_digest(path) != want["sha256"]:
                 return f"{rel}: SHA-256 differs from the one saved (corrupted bytes)"
         return None
 

@@ -43,12 +43,13 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def artifact_files(path: Path) -> dict[str, Path]:
-    """Every file under ``path`` except the manifest, by POSIX relative path."""
+def artifact_files(path: Path, manifest: str = MANIFEST) -> dict[str, Path]:
+    """Every file under ``path`` except the manifest, by POSIX relative path (also what a
+    checkpoint step's checksum manifest covers)."""
     return {
         p.relative_to(path).as_posix(): p
         for p in sorted(path.rglob("*"))
-        if p.is_file() and p.relative_to(path).as_posix() != MANIFEST
+        if p.is_file() and p.relative_to(path).as_posix() != manifest
     }
 
 

@@ -88,37 +88,17 @@ def _one_line_error(argv, command):
     return msg
 
 
+def _prepare(path, out):
+    return ["data", "prepare", "--source", "spotify-sessions", "--input", str(path), "--out", out]
+
+
 def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     missing = tmp_path / "nope.csv"
-    msg = _one_line_error(
-        [
-            "data",
-            "prepare",
-            "--source",
-            "spotify-sessions",
-            "--input",
-            str(missing),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        "data",
-    )
+    msg = _one_line_error(_prepare(missing, str(tmp_path / "o")), "data")
     assert str(missing) in msg
     latin = tmp_path / "latin1.csv"
     latin.write_bytes("user_id,song_id,skipped\ncaf\xe9,1,0\n".encode("latin-1"))
-    msg = _one_line_error(
-        [
-            "data",
-            "prepare",
-            "--source",
-            "spotify-sessions",
-            "--input",
-            str(latin),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        "data",
-    )
+    msg = _one_line_error(_prepare(latin, str(tmp_path / "o")), "data")
     assert "UTF8" in msg.replace("UTF-8", "UTF8") and "latin1.csv" in msg
     msg = _one_line_error(
         [

@@ -209,11 +209,11 @@ def test_filter_seen_exempts_every_window_item():
     assert sorted(int(x) for x in out[0] if x) == [5, 7]
 
 
-def test_filter_seen_keeps_held_out_negatives_rankable():
+def _one_window():
+    """One sequence: history 5, 6 (both seen); window: 6 liked, 5 disliked."""
     from jaxrec.data.sequences import EvalSet
 
-    # History 5, 6 (both seen); window: 6 liked, 5 disliked. Item 5 scores highest.
-    data = EvalSet(
+    return EvalSet(
         user_N=np.zeros(1, np.int32),
         context_N=np.zeros(1, np.int32),
         items_NxL=np.array([[5, 6]], np.int32),
@@ -223,6 +223,11 @@ def test_filter_seen_keeps_held_out_negatives_rankable():
         window_type_NxW=np.zeros((1, 2), np.int32),
         seen_items=(np.array([0, 2]), np.array([5, 6])),
     )
+
+
+def test_filter_seen_keeps_held_out_negatives_rankable():
+    # Item 5 scores highest.
+    data = _one_window()
     scores = np.zeros((1, 10), np.float32)
     scores[0, 5], scores[0, 6] = 3.0, 2.0
     ev = Evaluator(ConfigDict(dict(batch_size=4, k=1, filter_seen=True)))
@@ -286,19 +291,9 @@ def test_weight_decay_mask_spares_embedding_tables(cfg):
 
 
 def test_evaluation_refuses_non_finite_scores():
-    from jaxrec.data.sequences import EvalSet
     from jaxrec.eval.evaluator import NonFiniteScores
 
-    data = EvalSet(
-        user_N=np.zeros(1, np.int32),
-        context_N=np.zeros(1, np.int32),
-        items_NxL=np.array([[5, 6]], np.int32),
-        feedback_NxL=np.array([[1, 1]], np.int32),
-        window_items_NxW=np.array([[6, 5]], np.int32),
-        window_label_NxW=np.array([[1, -1]], np.int8),
-        window_type_NxW=np.zeros((1, 2), np.int32),
-        seen_items=(np.array([0, 2]), np.array([5, 6])),
-    )
+    data = _one_window()
     ev = Evaluator(ConfigDict(dict(batch_size=4, k=1, filter_seen=False)))
     with pytest.raises(NonFiniteScores, match="non-finite"):
         ev.evaluate_scorer(lambda items, fb: np.full((1, 10), np.nan, np.float32), data)

@@ -288,3 +288,83 @@ def test_responsiveness_by_hand():
         "in_top_k_before": 1,
     }
     assert r["neutral"]["neighbours"]["median_rank_drop"] == 0.0
+
+
+# ---------------------------------------------------------------- export across meshes
+_TRAIN_ON_8 = """
+import json, sys
+import jax
+from jaxrec.train import train
+from tests.tiny import tiny_config
+
+cfg = tiny_config()
+cfg.mesh.shape = (4, 2)
+cfg.train.steps = cfg.train.eval_every = cfg.train.checkpoint_every = 10
+train(cfg, sys.argv[1], progress=False)
+print("RESULT " + json.dumps({"devices": jax.device_count()}))
+"""
+
+
+def test_export_of_a_checkpoint_from_another_mesh_equals_the_in_process_model(tmp_path):
+    """Trained and checkpointed on a (4, 2) mesh of 8 devices, exported here on 1 device: the
+    export's top-k and user vectors are those of the model ``load_trained`` restores here."""
+    from ml_collections import ConfigDict
+
+    from jaxrec import inference
+    from jaxrec.export import export_run
+    from jaxrec.train import load_trained
+
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO),
+    }
+    wd = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN_ON_8, str(wd)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    assert json.loads(line[len("RESULT ") :])["devices"] == 8
+
+    cfg = ConfigDict(json.loads((wd / "config.json").read_text()))
+    assert list(cfg.mesh.shape) == [4, 2]
+    cfg.mesh.shape = (-1, 1)  # this process has one device
+    model, data, step = load_trained(cfg, wd)
+    k = 5
+    path, exported_step = export_run(
+        cfg, wd, tmp_path / "exp", k=k, platforms=("cpu",), exclude_feedback=()
+    )
+    assert exported_step == step
+    rec = Recommender(path)
+
+    items, fb = data.test.items_NxL, data.test.feedback_NxL
+    rows = np.flatnonzero((items > 0).any(axis=1))[:64]
+    items, fb = items[rows], fb[rows]
+    vocab, types = data.events.item_vocab, data.events.feedback_types
+    histories = [
+        [(vocab[i].item(), types[f - 1]) for i, f in zip(it, f_, strict=True) if i > 0]
+        for it, f_ in zip(items, fb, strict=True)
+    ]
+    enc_items, enc_fb, problems = rec.encode(histories, on_unknown="error")
+    np.testing.assert_array_equal(enc_items, items)  # same encoding, so same model inputs
+    np.testing.assert_array_equal(enc_fb, fb)
+    assert not any(problems)
+
+    query = np.asarray(inference.user_query(model, jnp.asarray(items), jnp.asarray(fb)))
+    np.testing.assert_allclose(rec.user_vectors(histories), query, rtol=1e-5, atol=1e-5)
+    want_ids, want_scores = inference.top_k(jnp.asarray(query), model.item_table(), k)
+    answers = rec.recommend(histories)
+    got_ids = np.array([[rec.item_index(i) for i in a["items"]] for a in answers])
+    got_scores = np.array([a["scores"] for a in answers])
+    np.testing.assert_allclose(got_scores, np.asarray(want_scores), rtol=1e-5, atol=1e-5)
+    same = (got_ids == np.asarray(want_ids)).all(axis=1)
+    # Ids may only differ where scores tie (to float precision).
+    gap = np.abs(np.diff(np.asarray(want_scores), axis=1)).min(axis=1)
+    assert (same | (gap < 1e-4)).all() and same.mean() > 0.9

@@ -253,13 +253,17 @@ def _report_responsiveness(
     )
     means = {a.label: mean_std(r["arms"][a.name]["top1_left"])[0] for a in arm_list}
     finite = {n: m for n, m in means.items() if math.isfinite(m)}
-    least = min(finite, key=finite.get) if finite else None
-    observed = (
-        f" Here the arm that reacted least (top-1 leaving the top-{k}) was **{least}**"
-        f" ({fmt(finite[least], 3)})."
-        if least is not None
-        else ""
-    )
+    observed = ""
+    if len(finite) > 1:
+        low = min(finite.values())
+        least = [n for n, m in finite.items() if m <= low + 1e-9]
+        if len(least) == len(finite):
+            observed = f" Here every arm reacted alike (top-1 leaving the top-{k}: {fmt(low, 3)})."
+        else:
+            observed = (
+                f" Here {common.describe_list([f'**{n}**' for n in least])} reacted least "
+                f"(top-1 leaving the top-{k}: {fmt(low, 3)})."
+            )
     report.text(
         f"After Wang et al. (RecSys 2023): on {r['sequences']} test histories (at most "
         f"{r['max_sequences']}) of each run's selected model, one `{neg}` event is appended on "
