@@ -2,6 +2,7 @@
 
     jaxrec train    [--config FILE] --workdir DIR [--config.a.b=value ...]
     jaxrec eval     --workdir DIR [--split test|valid]
+                    [--responsiveness [--negative_type T] [--neutral_type T]]
     jaxrec simulate --out DIR [--config FILE] [--config.data.simulator.x=value ...]
     jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] [--beam_runner R]
     jaxrec data stats DIR
@@ -308,7 +309,11 @@ def _run_config(workdir: str) -> ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise SystemExit(f"jaxrec: {path} not found; is {workdir} a training workdir?")
-    return ConfigDict(json.loads(path.read_text()))
+    cfg = ConfigDict(json.loads(path.read_text()))
+    # Evaluation and export restore onto whatever devices this machine has (checkpoints move
+    # across meshes): a run trained on a (4, 2) mesh is still evaluated on a laptop.
+    cfg.mesh.shape = (-1, 1)
+    return cfg
 
 
 def cmd_experiment(argv: Sequence[str]) -> None:

@@ -37,11 +37,9 @@ def test_eval_responsiveness_writes_and_prints(run, capsys):
     out = capsys.readouterr().out
     assert (run / "eval_test.json").exists()
     r = json.loads((run / "responsiveness.json").read_text())
-    # Quickstart roles: thumbs_down and skip are negative inputs, no input type is neutral: the
-    # first positive input type is the control.
-    types = json.loads((run / "data_report.json").read_text())["feedback"]
-    positive = [t for t in types if t in ("thumbs_up", "play")]
-    _check(r, "thumbs_down", positive[0])
+    # Quickstart roles: thumbs_down and skip are negative inputs, no input type is neutral: a
+    # plain play (a positive input type) is the control.
+    _check(r, "thumbs_down", "play")
     assert "responsiveness on" in out and '"negative_type": "thumbs_down"' in out
     assert isinstance(r["step"], int)
 

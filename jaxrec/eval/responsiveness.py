@@ -110,8 +110,9 @@ def feedback_types_for(
 
     Defaults: negative, the input type with a negative role named ``thumbs_down``, else ``skip``,
     else the first such type; neutral, the first input type that is neither positive nor
-    negative, else the first positive input type. A given name must be an input type; a bad one
-    raises ``ValueError`` naming the argument (``negative_type`` / ``neutral_type``).
+    negative, else ``play`` if it is a positive input type, else the first positive input type.
+    A given name must be an input type; a bad one raises ``ValueError`` naming the argument
+    (``negative_type`` / ``neutral_type``).
     """
     types = tuple(feedback_types)
     inputs = [t for t, i in zip(types, np.asarray(roles.input_T), strict=True) if i]
@@ -141,7 +142,9 @@ def feedback_types_for(
         negative = (preferred or candidates)[0]
     if neutral is None:
         neither = [t for t in inputs if not any(role[t])]
-        positive = [t for t in inputs if role[t][0]]
+        # A plain play is the natural control for a thumbs-down; a thumbs-up would be a second
+        # treatment, not a control.
+        positive = sorted((t for t in inputs if role[t][0]), key=lambda t: t != "play")
         neutral = (neither or positive)[0]  # Roles guarantees an input type exists
     return negative, neutral
 
