@@ -8,6 +8,7 @@ from jaxrec.data import feedback_types, simulator
 from jaxrec.eval.baselines import BASELINES
 from jaxrec.eval.metrics import metric_mode, metric_names
 from jaxrec.losses import validate_loss_config
+from jaxrec.model import ITEM_BIAS_INITS
 
 
 def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
@@ -91,9 +92,9 @@ def validate_config(cfg: Any) -> None:
             f"config.train.select_metric: unknown metric {cfg.train.select_metric!r}; "
             f"valid names (eval.k = {cfg.eval.k}): {list(names)}"
         )
-    if cfg.model.get("item_bias_init", "zeros") not in ("zeros", "positive_rate"):
+    if cfg.model.get("item_bias_init", "zeros") not in ITEM_BIAS_INITS:
         raise ValueError(
-            "config.model.item_bias_init: 'zeros' or 'positive_rate', got "
+            f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got "
             f"{cfg.model.item_bias_init!r}"
         )
     unknown = sorted(set(cfg.eval.get("baselines", ())) - set(BASELINES))

@@ -36,8 +36,12 @@ def catalog_scores(
     query_BxD: jax.Array, table_VxD: jax.Array, exclude_BxS: jax.Array | None = None
 ):
     """Scores ``[B, V+1]`` over the whole catalog; padding and excluded items score -inf."""
-    s = query_BxD @ table_VxD.T
-    s = s.at[:, 0].set(-jnp.inf)
+    return mask_catalog(query_BxD @ table_VxD.T, exclude_BxS)
+
+
+def mask_catalog(scores_BxV: jax.Array, exclude_BxS: jax.Array | None = None) -> jax.Array:
+    """Catalog scores with padding (item 0) and each row's excluded items set to -inf."""
+    s = scores_BxV.at[:, 0].set(-jnp.inf)
     if exclude_BxS is not None:
         rows = jnp.arange(s.shape[0])[:, None]
         s = s.at[rows, exclude_BxS].set(-jnp.inf)  # id 0 in the padding of exclude is -inf already

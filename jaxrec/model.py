@@ -17,6 +17,7 @@ from flax import nnx
 
 MODEL_AXIS = "model"
 FEEDBACK_GATES = ("none", "sigmoid", "signed")
+ITEM_BIAS_INITS = ("zeros", "positive_rate")  # model.item_bias_init (applied by the trainer)
 
 
 def _dense(din: int, dout: int, shard_in: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:

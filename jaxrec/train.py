@@ -30,10 +30,15 @@ from jaxrec.data.sequences import (
     split_events,
     subsample_negatives,
 )
-from jaxrec.eval.baselines import BASELINES, TrainingCounts, evaluate_baselines
+from jaxrec.eval.baselines import (
+    BASELINES,
+    TrainingCounts,
+    evaluate_baselines,
+    positive_rate_V,
+)
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.losses import LossTargets, compute_loss, item_log_prob_from_counts
-from jaxrec.model import SequenceModel
+from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +87,10 @@ def prepare_data(cfg: Any) -> Data:
     return Data(events, roles, labels, train, valid, test, source_report)
 
 
-ITEM_BIAS_INITS = ("zeros", "positive_rate")
-
-
 def item_bias_prior(data: Data) -> np.ndarray:
     """``[V + 1]`` logit of each item's smoothed training positive rate, (pos + 1) / (n + 2):
     the ``positive_rate`` baseline as a starting point for the learned item bias."""
-    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
-    rate = (counts.positives_V + 1.0) / (counts.events_V + 2.0)
+    rate = positive_rate_V(TrainingCounts.from_split(data.events, data.roles, data.labels))
     return np.log(rate / (1.0 - rate)).astype(np.float32)
 
 

@@ -230,16 +230,21 @@ def test_tpu_dry_run_is_the_whole_sequence_in_order(env):
     assert "--distributed" in shlex.split(_remote_command(lines[run]))
 
 
-def test_tpu_run_line_keeps_every_flag_one_word(env):
-    """The run line, through the local shell and the worker's shell, gives jaxrec the same argv."""
-    run = _dry_run(env, *TPU_ARGS)[-1]
+def _run_on_worker(env, run: str) -> subprocess.CompletedProcess:
+    """Runs a dry-run's run line against the stub gcloud, with a fake venv on the worker."""
     _fake_venv(env.host / "jaxrec" / ".venv")
-    res = subprocess.run(
+    return subprocess.run(
         ["bash", "-c", run],
         env={**env.env, "FAKE_HOST": str(env.host)},
         capture_output=True,
         text=True,
     )
+
+
+def test_tpu_run_line_keeps_every_flag_one_word(env):
+    """The run line, through the local shell and the worker's shell, gives jaxrec the same argv."""
+    run = _dry_run(env, *TPU_ARGS)[-1]
+    res = _run_on_worker(env, run)
     assert res.returncode == 0, res.stderr
     assert _jaxrec_json(res.stdout)["argv"] == ["train", "--distributed", *TRAIN_FLAGS]
     assert "gs://bucket/run1" in run  # the workdir as given, not resolved or rewritten
@@ -248,13 +253,7 @@ def test_tpu_run_line_keeps_every_flag_one_word(env):
 def test_tpu_quotes_and_dollars_survive_both_shells(env):
     odd = ["--workdir", "/mnt/shared/run 1", '--config.note=it\'s "quoted" $HOME `x` ;|&']
     run = _dry_run(env, "tpu", "s", "z", "--dry-run", "--commit", "abc123", *odd)[-1]
-    _fake_venv(env.host / "jaxrec" / ".venv")
-    res = subprocess.run(
-        ["bash", "-c", run],
-        env={**env.env, "FAKE_HOST": str(env.host)},
-        capture_output=True,
-        text=True,
-    )
+    res = _run_on_worker(env, run)
     assert _jaxrec_json(res.stdout)["argv"] == ["train", "--distributed", *odd]
 
 

@@ -14,6 +14,7 @@ import pytest
 from jaxrec.cli import main
 from jaxrec.serving import ArtifactError, Recommender, UnknownInput
 from jaxrec.train import train
+from tests.devices import run_on_fake_devices
 from tests.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,24 +315,8 @@ def test_export_of_a_checkpoint_from_another_mesh_equals_the_in_process_model(tm
     from jaxrec.export import export_run
     from jaxrec.train import load_trained
 
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(REPO),
-    }
     wd = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-c", _TRAIN_ON_8, str(wd)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    assert json.loads(line[len("RESULT ") :])["devices"] == 8
+    assert run_on_fake_devices(_TRAIN_ON_8, str(wd))["devices"] == 8
 
     cfg = ConfigDict(json.loads((wd / "config.json").read_text()))
     assert list(cfg.mesh.shape) == [4, 2]

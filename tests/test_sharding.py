@@ -3,12 +3,9 @@
 Runs in a subprocess: the device count must be set before jax starts.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from tests.devices import run_on_fake_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,21 +54,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_training_and_cross_mesh_restore(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=str(root)
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path / "ckpt")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    out = json.loads(line[len("RESULT ") :])
+    out = run_on_fake_devices(SCRIPT, str(tmp_path / "ckpt"))
     assert out["devices"] == 8
     ref = out["losses"]["(8, 1)"]
     for losses in out["losses"].values():

@@ -64,16 +64,6 @@ class TrainingCounts:
             positive_T=np.asarray(roles.positive_T, bool),
         )
 
-    def history_positives(self, items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
-        """``[B, V + 1]`` 0/1 matrix of the items each history gave positive feedback."""
-        b = items_BxL.shape[0]
-        ftype = np.maximum(np.asarray(feedback_BxL) - 1, 0)
-        keep = (np.asarray(items_BxL) > 0) & self.positive_T[ftype]
-        x = np.zeros((b, self.num_items + 1), np.float32)
-        rows = np.broadcast_to(np.arange(b)[:, None], items_BxL.shape)
-        x[rows[keep], np.asarray(items_BxL)[keep]] = 1.0
-        return x
-
     def distinct_positive_items(
         self, items_BxL: np.ndarray, feedback_BxL: np.ndarray
     ) -> np.ndarray:
@@ -113,9 +103,14 @@ def most_popular(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], n
     return _constant(counts.positives_V)
 
 
+def positive_rate_V(counts: TrainingCounts) -> np.ndarray:
+    """``[V + 1]`` (positives + 1) / (events + 2): each item's Beta(1, 1)-smoothed positive rate."""
+    return (counts.positives_V + 1.0) / (counts.events_V + 2.0)
+
+
 def positive_rate(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Scores = (positives + 1) / (events + 2): a Beta(1, 1)-smoothed positive rate."""
-    return _constant((counts.positives_V + 1.0) / (counts.events_V + 2.0))
+    """Scores = the smoothed positive rate of :func:`positive_rate_V`."""
+    return _constant(positive_rate_V(counts))
 
 
 def _through_items(

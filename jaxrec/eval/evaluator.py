@@ -66,8 +66,7 @@ def _ranks(scores_BxV, window_items_BxW, target_B, exclude_BxS):
     scores_BxV = jnp.asarray(scores_BxV, jnp.float32)
     window_scores = jnp.take_along_axis(scores_BxV, window_items_BxW, axis=1)
     window_scores = jnp.where(window_items_BxW > 0, window_scores, -jnp.inf)
-    rows = jnp.arange(scores_BxV.shape[0])[:, None]
-    ranked = scores_BxV.at[:, 0].set(-jnp.inf).at[rows, exclude_BxS].set(-jnp.inf)
+    ranked = inference.mask_catalog(scores_BxV, exclude_BxS)
     ranks = inference.target_ranks(ranked, jnp.maximum(target_B, 1))
     return window_scores, ranks, inference.item_ranks(ranked, window_items_BxW)
 
