@@ -106,18 +106,6 @@ def serving_fns(
     return query_fn, recommend_fn
 
 
-def recommend_fn(model: SequenceModel, k: int):
-    """Plain top-k ``(items, feedback) -> (ids, scores)`` closing over ``model`` (no rules)."""
-    graphdef, state = nnx.split(model)
-
-    def fn(items_BxL: jax.Array, feedback_BxL: jax.Array):
-        m = nnx.merge(graphdef, state)
-        query = inference.user_query(m, items_BxL, feedback_BxL)
-        return inference.top_k(query, m.item_table(), k)
-
-    return fn
-
-
 def _aval(name: str, a: Any) -> dict[str, Any]:
     return {
         "name": name,
