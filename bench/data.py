@@ -17,15 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs.quickstart import get_config
 from jaxrec import sharding
+from jaxrec.cli_args import CONFIGS_DIR, load_config
 from jaxrec.data import events, pipeline, simulator
 from jaxrec.data.sequences import Roles, build_examples, split_labels
 from jaxrec.train import TrainState, prepare_data
 
 
 def prepare_throughput(n_events: int) -> None:
-    cfg = get_config()
+    cfg = load_config(CONFIGS_DIR / "quickstart.py")
     s = cfg.data.simulator
     lo, hi = s.events_per_context
     s.num_users = max(1, n_events // (s.contexts_per_user * (lo + hi) // 2))
@@ -46,7 +46,7 @@ def prepare_throughput(n_events: int) -> None:
 
 
 def pipeline_vs_step(steps: int) -> None:
-    cfg = get_config()
+    cfg = load_config(CONFIGS_DIR / "quickstart.py")
     data = prepare_data(cfg)
     b = int(cfg.train.batch_size)
     ds = pipeline.batch_dataset(data.train, b, 0, steps * 4)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import runpy
 import tempfile
 import time
 
+from jaxrec.cli_args import load_config
 from jaxrec.train import train
 
 COMBOS = {
@@ -48,7 +48,7 @@ def main() -> None:
         f"{'hr@10':>6s} {'s':>6s}"
     )
     for name, over in COMBOS.items():
-        cfg = runpy.run_path(args.config)["get_config"]()
+        cfg = load_config(args.config)
         for k, v in over.items():
             cfg.loss[k] = v
         cfg.train.steps = args.steps

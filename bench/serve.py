@@ -24,11 +24,11 @@ import numpy as np  # noqa: E402
 
 
 def _make_export(steps: int, root: Path) -> Path:
-    from configs.quickstart import get_config
+    from jaxrec.cli_args import CONFIGS_DIR, load_config
     from jaxrec.export import export_run
     from jaxrec.train import train
 
-    cfg = get_config()
+    cfg = load_config(CONFIGS_DIR / "quickstart.py")
     cfg.train.steps = steps
     cfg.train.eval_every = cfg.train.checkpoint_every = steps
     cfg.eval.baselines = ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from configs.quickstart import get_config
+from jaxrec.cli_args import CONFIGS_DIR, load_config
 from jaxrec.data import events, simulator
 from jaxrec.data.sequences import Roles, build_examples, split_labels
 
@@ -20,7 +20,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     args = ap.parse_args()
-    cfg = get_config()
+    cfg = load_config(CONFIGS_DIR / "quickstart.py")
     s = cfg.data.simulator
     lo, hi = s.events_per_context
     s.num_users = max(1, args.events // (s.contexts_per_user * (lo + hi) // 2))

@@ -4,7 +4,11 @@ that lets every arm x seed of the five experiments run on a 2-core machine.
     jaxrec experiment negatives --config configs/experiments_simulator.py --seeds 3 --out DIR
 """
 
-from configs.quickstart import get_config as base_config
+from pathlib import Path
+
+from jaxrec.cli_args import load_config_module
+
+base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_config
 
 
 def get_config():
@@ -17,4 +21,7 @@ def get_config():
     c.train.eval_every = 30
     c.train.checkpoint_every = 300
     c.train.keep_checkpoints = 1
+    # The experiments compare catalog losses, so pairs are scored by the catalog score.
+    c.model.appeal_head = False
+    c.loss.appeal_weight = 0.0
     return c

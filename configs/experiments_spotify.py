@@ -4,7 +4,11 @@ at a budget that lets every arm x seed of the five experiments run on a 2-core m
     jaxrec experiment negatives --config configs/experiments_spotify.py --seeds 3 --out DIR
 """
 
-from configs.spotify_sessions import get_config as base_config
+from pathlib import Path
+
+from jaxrec.cli_args import load_config_module
+
+base_config = load_config_module(Path(__file__).with_name("spotify_sessions.py")).get_config
 
 
 def get_config():
@@ -14,6 +18,8 @@ def get_config():
     c.model.item_bias = False
     c.model.item_bias_init = "zeros"
     c.loss.contrast_weight = 0.0
+    c.model.appeal_head = False  # pairs scored by the catalog score, as published
+    c.loss.appeal_weight = 0.0
     c.data.contrast_window = 0
     c.model.width = 48
     c.train.steps = 300

@@ -6,8 +6,12 @@ The shared sample is tiny (894 events); point data.path at the full piki_dataset
 (github.com/sstoikov/piki-music-dataset) for a real run.
 """
 
-from configs.quickstart import get_config as base_config
+from pathlib import Path
+
+from jaxrec.cli_args import load_config_module
 from jaxrec.data.paths import data_dir
+
+base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_config
 
 
 def get_config():

@@ -1,5 +1,11 @@
 """Quickstart: the built-in radio simulator, a small causal transformer, 2 minutes on 2 CPU cores.
 
+    jaxrec train --workdir runs/quickstart
+
+The catalog head is trained by a sampled softmax with the explicit negatives; the appeal head
+(docs/losses.md) by its BCE on the next 5 events. Expected (seed 0, 2-core CPU): test
+pairwise accuracy (appeal head) ~0.772, HR@10 ~0.426, NDCG@10 ~0.281; baselines on the same
+split: item_appeal 0.7694 and positive_rate 0.7682 pairwise accuracy, EASE HR@10 0.4223.
 Every field can be overridden on the command line, e.g. ``--config.train.steps=500``.
 """
 
@@ -23,12 +29,15 @@ def get_config() -> ConfigDict:
         0.9,
     )  # temporal split: valid from this time quantile, test from that
     c.data.max_len = 50  # L: input tokens per example
+    # Batches cut to a few lengths (one compile each) instead of always max_len: "" off,
+    # "25,50" lengths, or "auto" (quarters of max_len when they cut a quarter of the positions).
+    c.data.length_buckets = ""
     c.data.max_explicit = 8  # M: explicit negatives kept per position
     c.data.negative_keep_fraction = 1.0  # < 1 drops that share of training negatives (seeded)
     c.data.max_context_positives = 512  # P: a context's liked items masked from its negatives
     # W > 0: the explicit contrast (loss.contrast_weight) pairs every positive of the next W
     # events with every explicit negative among them; 0: the positive vs its gap negatives.
-    c.data.contrast_window = 0
+    c.data.contrast_window = 5
     c.data.simulator = ConfigDict()
     s = c.data.simulator
     s.num_users = 3000
@@ -67,6 +76,11 @@ def get_config() -> ConfigDict:
     c.model.shared_embeddings = True
     c.model.item_bias = False  # learned per-item output bias: score = q . e_i + b_i
     c.model.item_bias_init = "zeros"  # or "positive_rate": logit of the training positive rate
+    # Appeal head: a second score, the like-probability of an item once played, trained by
+    # loss.appeal_weight on the next data.contrast_window events; orders window pairs (eval).
+    c.model.appeal_head = True
+    c.model.appeal_personal = True  # False: the head is a_i + c (no listener x item term)
+    c.model.appeal_width = 0  # 0: the output item embeddings; A > 0: own item vectors, width A
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
@@ -82,6 +96,7 @@ def get_config() -> ConfigDict:
     # or pairwise), beside the catalog terms rather than diluted inside them.
     c.loss.contrast_weight = 0.0
     c.loss.contrast_type = "softmax"  # softmax | pairwise
+    c.loss.appeal_weight = 1.0  # BCE of the appeal head on the next W events (liked / not)
     c.loss.ntr_on = "auto"  # which softmax's p: auto | full_softmax | in_batch | sampled
     c.loss.type = "softmax"  # the random-negatives term: softmax | bce | gbce
     c.loss.num_random_negatives = 128  # K
@@ -103,6 +118,8 @@ def get_config() -> ConfigDict:
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
     c.optim.weight_decay = 0.01
+    c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
+    c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
     c.optim.decay_embeddings = False  # weight decay on the embedding tables too
     c.optim.b2 = 0.98
     c.optim.grad_clip = 1.0
@@ -128,9 +145,10 @@ def get_config() -> ConfigDict:
     c.eval = ConfigDict()
     c.eval.batch_size = 512
     c.eval.k = 10
+    c.eval.pair_score = "auto"  # pairwise accuracy from: auto (appeal if any) | catalog | appeal
     c.eval.filter_seen = False  # music repeats: a seen song may be the right next one
     # Fitted on the training part and scored on the same test windows at the end of every run.
-    c.eval.baselines = ("most_popular", "positive_rate", "item_knn", "ease")
+    c.eval.baselines = ("most_popular", "positive_rate", "item_appeal", "item_knn", "ease")
 
     c.mesh = ConfigDict()
     c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices

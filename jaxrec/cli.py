@@ -29,32 +29,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from absl import flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
-import configs
-
-DEFAULT_CONFIG = str(Path(configs.__file__).parent / "quickstart.py")
-
-
-def _parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], config: bool = True):
-    """Parses ``argv`` into a fresh FlagValues (no global flag state)."""
-    fv = flags.FlagValues()
-    if config:
-        # config_flags pre-scans argv to register the --config.a.b overrides.
-        config_flags.DEFINE_config_file(
-            "config", DEFAULT_CONFIG, "config file", flag_values=fv, sys_argv=["jaxrec", *argv]
-        )
-    define(fv)
-    try:
-        rest = fv(["jaxrec", *argv])
-    except flags.Error as e:
-        raise SystemExit(f"jaxrec: {e}") from None
-    if len(rest) > 1:
-        raise SystemExit(f"jaxrec: unexpected arguments {rest[1:]}")
-    return fv
+from jaxrec.cli_args import parse_flags
 
 
 def cmd_train(argv: Sequence[str]) -> None:
+    """``jaxrec train``: trains a config into ``--workdir`` (optionally multi-host)."""
+
     def define(f):
         flags.DEFINE_string(
             "workdir", None, "output dir (shared by all hosts)", flag_values=f, required=True
@@ -70,7 +52,7 @@ def cmd_train(argv: Sequence[str]) -> None:
         flags.DEFINE_integer("num_processes", None, "processes in the job", flag_values=f)
         flags.DEFINE_integer("process_id", None, "this process's index", flag_values=f)
 
-    fv = _parse(argv, define)
+    fv = parse_flags(argv, define)
     explicit = {
         k: fv[k].value
         for k in ("coordinator_address", "num_processes", "process_id")
@@ -88,7 +70,7 @@ def cmd_train(argv: Sequence[str]) -> None:
 
 def cmd_baselines(argv: Sequence[str]) -> None:
     """Fits the baselines on the config's training part; prints and writes their metrics."""
-    fv = _parse(
+    fv = parse_flags(
         argv,
         lambda f: flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True),
     )
@@ -101,6 +83,8 @@ def cmd_baselines(argv: Sequence[str]) -> None:
 
 
 def cmd_eval(argv: Sequence[str]) -> None:
+    """``jaxrec eval``: evaluates a training run (and its responsiveness)."""
+
     def define(f):
         flags.DEFINE_string("workdir", None, "dir of a training run", flag_values=f, required=True)
         flags.DEFINE_enum("split", "test", ["test", "valid"], "split", flag_values=f)
@@ -116,7 +100,7 @@ def cmd_eval(argv: Sequence[str]) -> None:
                 name, None, f"--responsiveness: the {what} feedback to append", flag_values=f
             )
 
-    fv = _parse(argv, define, config=False)
+    fv = parse_flags(argv, define, config=False)
     from jaxrec.train import evaluate
 
     cfg = _run_config(fv.workdir)
@@ -159,7 +143,9 @@ def cmd_eval(argv: Sequence[str]) -> None:
 
 
 def cmd_simulate(argv: Sequence[str]) -> None:
-    fv = _parse(
+    """``jaxrec simulate``: writes the simulator's event table to ``--out``."""
+
+    fv = parse_flags(
         argv, lambda f: flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
     )
     from jaxrec.data import events, simulator
@@ -205,7 +191,7 @@ def cmd_data(argv: Sequence[str]) -> None:
             flag_values=f,
         )
 
-    fv = _parse(argv[1:], define)
+    fv = parse_flags(argv[1:], define)
     cfg = fv.config
     out = prepare.prepare(
         fv.source,
@@ -246,7 +232,7 @@ def cmd_export(argv: Sequence[str]) -> None:
             "exclude_heard", False, "never recommend any item of the history", flag_values=f
         )
 
-    fv = _parse(argv, define, config=False)
+    fv = parse_flags(argv, define, config=False)
     from jaxrec import export
 
     cfg = _run_config(fv.workdir)
@@ -281,7 +267,7 @@ def cmd_recommend(argv: Sequence[str]) -> None:
             "on_unknown", "skip", ["skip", "error"], "unknown items / feedback", flag_values=f
         )
 
-    fv = _parse(argv, define, config=False)
+    fv = parse_flags(argv, define, config=False)
     from jaxrec import serving
 
     if (fv.history is None) == (fv.input is None):
@@ -317,6 +303,7 @@ def _run_config(workdir: str) -> ConfigDict:
 
 
 def cmd_experiment(argv: Sequence[str]) -> None:
+    """``jaxrec experiment NAME ...`` (see :mod:`jaxrec.experiments`)."""
     from jaxrec.experiments import cmd_experiment as run
 
     run(argv)
@@ -334,7 +321,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
 }
 
 
-def _user_error(e: BaseException) -> bool:
+def is_user_error(e: BaseException) -> bool:
     """Errors caused by the user's input (config, files), as opposed to bugs."""
     from jaxrec.checkpoint import DamagedCheckpoint
     from jaxrec.data.events import DataError
@@ -359,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         COMMANDS[argv[0]](argv[1:])
     except Exception as e:
-        if debug or not _user_error(e):
+        if debug or not is_user_error(e):
             raise
         message = " ".join(str(e).split()) or type(e).__name__
         raise SystemExit(f"jaxrec {argv[0]}: {message}") from None

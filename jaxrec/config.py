@@ -6,6 +6,7 @@ from typing import Any
 
 from jaxrec.data import feedback_types, simulator
 from jaxrec.eval.baselines import BASELINES
+from jaxrec.eval.evaluator import PAIR_SCORES
 from jaxrec.eval.metrics import metric_mode, metric_names
 from jaxrec.losses import validate_loss_config
 from jaxrec.model import ITEM_BIAS_INITS
@@ -97,6 +98,30 @@ def validate_config(cfg: Any) -> None:
             f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got "
             f"{cfg.model.item_bias_init!r}"
         )
+    if float(cfg.loss.get("appeal_weight", 0.0)) > 0:
+        if not cfg.model.get("appeal_head", False):
+            raise ValueError(
+                "config.loss.appeal_weight: > 0 trains the appeal head; set "
+                "config.model.appeal_head=True"
+            )
+        if int(cfg.data.get("contrast_window", 0)) < 1:
+            raise ValueError(
+                "config.loss.appeal_weight: > 0 learns from the next W events of each position; "
+                "set config.data.contrast_window >= 1"
+            )
+    if "appeal_width" in cfg.model:
+        _positive_int(cfg, "model.appeal_width", 0)
+    for name in ("appeal_head", "appeal_personal"):
+        if not isinstance(cfg.model.get(name, False), bool):
+            raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
+    for name in ("bias_lr_multiplier", "appeal_bias_lr_multiplier"):
+        if float(cfg.optim.get(name, 1.0)) < 0:
+            raise ValueError(f"config.optim.{name}: must be >= 0, got {cfg.optim[name]}")
+    pair_score = cfg.eval.get("pair_score", "auto")
+    if pair_score not in PAIR_SCORES:
+        raise ValueError(f"config.eval.pair_score: one of {list(PAIR_SCORES)}, got {pair_score!r}")
+    if pair_score == "appeal" and not cfg.model.get("appeal_head", False):
+        raise ValueError("config.eval.pair_score: 'appeal' needs config.model.appeal_head=True")
     unknown = sorted(set(cfg.eval.get("baselines", ())) - set(BASELINES))
     if unknown:
         raise ValueError(

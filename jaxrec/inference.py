@@ -15,6 +15,18 @@ def user_query(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Arr
     Histories are left-padded, so the newest token is always in the last slot. A cloze
     (bidirectional) model instead reads a [MASK] token appended after the history, as in BERT4Rec.
     """
+    items_BxL, feedback_BxL = _newest_slot_input(model, items_BxL, feedback_BxL)
+    return model(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+
+
+def user_hidden(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Array) -> jax.Array:
+    """The hidden state ``[B, D]`` at the newest slot, which every head of the model reads."""
+    items_BxL, feedback_BxL = _newest_slot_input(model, items_BxL, feedback_BxL)
+    return model.encode(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+
+
+def _newest_slot_input(model, items_BxL: jax.Array, feedback_BxL: jax.Array):
+    """The history as the model reads it (cloze models: a [MASK] appended)."""
     if not model.causal:
         b = items_BxL.shape[0]
         items_BxL = jnp.concatenate(
@@ -23,7 +35,13 @@ def user_query(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Arr
         feedback_BxL = jnp.concatenate(
             [feedback_BxL[:, 1:], jnp.full((b, 1), model.mask_feedback, feedback_BxL.dtype)], axis=1
         )
-    return model(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+    return items_BxL, feedback_BxL
+
+
+def appeal_scores(model: SequenceModel, hidden_BxD: jax.Array, items_BxW: jax.Array) -> jax.Array:
+    """The appeal head's scores ``[B, W]`` of chosen items: the logit that the listener likes
+    each once it is played (id 0 scores -inf)."""
+    return score_items(model.appeal_query(hidden_BxD), model.appeal_table(), items_BxW)
 
 
 def score_items(query_BxD: jax.Array, table_VxD: jax.Array, items_BxW: jax.Array) -> jax.Array:

@@ -75,6 +75,7 @@ class SequenceModel(nnx.Module):
     ):
         width = int(cfg.width)
         self.width = width
+        self.max_len = max_len
         self.num_items = num_items
         # Rows padded to a multiple of the vocabulary multiple, so the table splits evenly over
         # the ``model`` axis (and tiles well on TPU); the padding rows are never scored.
@@ -131,6 +132,37 @@ class SequenceModel(nnx.Module):
             ]
         )
         self.final_norm = nnx.LayerNorm(width, dtype=jnp.float32, rngs=rngs)
+        # Optional appeal head: a second reading of the same hidden state that scores how much
+        # the listener will like an item *once it is played*, a_i + q_a . e_i + c (see
+        # :meth:`appeal_query`). The catalog score ranks what to play (exposure x appeal); the
+        # appeal score orders the items of one station's window, the paper's pairwise accuracy.
+        self.appeal_proj = nnx.data(None)
+        self.appeal_bias = nnx.data(None)
+        # appeal_personal=False keeps only a_i + c: item appeal, read apart from the
+        # listener's overall mood c (how much they skip), without a per-listener item term.
+        # The listener x item term reads the output item embeddings (appeal_width = 0: the
+        # catalog task regularises them) or item vectors of its own (appeal_width = A > 0).
+        self.appeal_personal = bool(cfg.get("appeal_personal", True))
+        self.appeal_embed = nnx.data(None)
+        if cfg.get("appeal_head", False):
+            own = int(cfg.get("appeal_width", 0)) if self.appeal_personal else 0
+            query_width = (own or width) if self.appeal_personal else 0
+            self.appeal_proj = _dense(width, query_width + 1, True, rngs, jnp.float32)
+            self.appeal_bias = nnx.Embed(
+                rows,
+                1,
+                rngs=rngs,
+                embedding_init=nnx.with_partitioning(
+                    nnx.initializers.zeros_init(), (MODEL_AXIS, None)
+                ),
+            )
+            if own:
+                self.appeal_embed = nnx.Embed(
+                    rows,
+                    own,
+                    rngs=rngs,
+                    embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None)),
+                )
         self.embed_dropout = nnx.Dropout(float(cfg.dropout))
         # Optional learnable per-type gate on the item part of a token: how much a song heard
         # with each feedback type says about the listener. ``sigmoid`` (or True): in (0, 1),
@@ -160,12 +192,30 @@ class SequenceModel(nnx.Module):
     ) -> jax.Array:
         """Query vectors ``[B, L, D]`` (``D + 1`` with an item bias, whose query component is
         1): position t summarises tokens <= t (causal mode)."""
+        hidden_BxLxD = self.encode(items_BxL, feedback_BxL, rngs=rngs, deterministic=deterministic)
+        return self.catalog_query(hidden_BxLxD)
+
+    @property
+    def has_appeal_head(self) -> bool:
+        return self.appeal_proj is not None
+
+    def encode(
+        self,
+        items_BxL: jax.Array,
+        feedback_BxL: jax.Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """The final-normed hidden states ``[B, L, D]`` (float32) both heads read."""
         length = items_BxL.shape[1]
         x = self.item_embed(items_BxL)
         if self.feedback_gate is not None:
             x = x * self.gate_fn(self.feedback_gate[...][feedback_BxL])[..., None]
         x = x + self.feedback_embed(feedback_BxL)
-        x = x + self.pos_embed(jnp.arange(length))[None]
+        # Positions count from the right: the newest slot is always max_len - 1, so a batch cut
+        # to its last ``length`` slots (length buckets) embeds every token as the full one does.
+        x = x + self.pos_embed(jnp.arange(self.max_len - length, self.max_len))[None]
         x = self.embed_dropout(x.astype(self.dtype), deterministic=deterministic, rngs=rngs)
         valid_BxL = items_BxL > 0
         mask = valid_BxL[:, None, None, :]
@@ -175,10 +225,34 @@ class SequenceModel(nnx.Module):
         mask = mask | jnp.eye(length, dtype=bool)[None, None]
         for block in self.blocks:
             x = block(x, mask, rngs, deterministic)
-        out = self.final_norm(x).astype(jnp.float32)
-        if self.item_bias is not None:
-            out = jnp.concatenate([out, jnp.ones((*out.shape[:-1], 1), out.dtype)], axis=-1)
-        return out
+        return self.final_norm(x).astype(jnp.float32)
+
+    def catalog_query(self, hidden_BxLxD: jax.Array) -> jax.Array:
+        """Catalog queries: the hidden state, with a constant 1 appended for the item bias."""
+        if self.item_bias is None:
+            return hidden_BxLxD
+        ones = jnp.ones((*hidden_BxLxD.shape[:-1], 1), hidden_BxLxD.dtype)
+        return jnp.concatenate([hidden_BxLxD, ones], axis=-1)
+
+    def appeal_query(self, hidden_BxLxD: jax.Array) -> jax.Array:
+        """Appeal queries ``[..., A + 2]``: (q_a, 1, c) against :meth:`appeal_table`'s rows
+        (f_i, a_i, 1), so the score is q_a . f_i + a_i + c (A = 0 without the personal term).
+        The per-query offset c does not change the order of items; it lets the head be a
+        calibrated like-probability."""
+        proj = self.appeal_proj(hidden_BxLxD)
+        ones = jnp.ones((*proj.shape[:-1], 1), proj.dtype)
+        return jnp.concatenate([proj[..., :-1], ones, proj[..., -1:]], axis=-1)
+
+    def appeal_table(self) -> jax.Array:
+        """Appeal rows ``[V + 1, A + 2]``: the item vectors, the appeal bias, 1."""
+        bias = self.appeal_bias.embedding[: self.num_items + 1]
+        parts = [bias, jnp.ones_like(bias)]
+        if self.appeal_embed is not None:
+            parts.insert(0, self.appeal_embed.embedding[: self.num_items + 1])
+        elif self.appeal_personal:
+            table = self.output_embed if self.output_embed is not None else self.item_embed
+            parts.insert(0, table.embedding[: self.num_items + 1].astype(bias.dtype))
+        return jnp.concatenate(parts, axis=1)
 
     def item_table(self) -> jax.Array:
         """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended); with an

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -34,10 +35,11 @@ from jaxrec.eval.baselines import (
     BASELINES,
     TrainingCounts,
     evaluate_baselines,
+    item_appeal_V,
     positive_rate_V,
 )
 from jaxrec.eval.evaluator import Evaluator
-from jaxrec.losses import LossTargets, compute_loss, item_log_prob_from_counts
+from jaxrec.losses import LossTargets, appeal_term, compute_loss, item_log_prob_from_counts
 from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
 
 
@@ -80,11 +82,32 @@ def prepare_data(cfg: Any) -> Data:
         int(d.max_len),
         int(d.max_explicit),
         int(d.get("max_context_positives", 512)),
-        int(d.get("contrast_window", 0)) if float(cfg.loss.get("contrast_weight", 0)) > 0 else 0,
+        int(d.get("contrast_window", 0)) if _uses_window(cfg.loss) else 0,
     )
     valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
     test = build_eval_set(events, roles, labels, 2, int(d.max_len), int(d.window))
     return Data(events, roles, labels, train, valid, test, source_report)
+
+
+def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
+    """The batch lengths ``data.length_buckets`` resolves to for these examples (see
+    jaxrec/data/pipeline.py); () when off."""
+    lengths = pipeline.example_lengths(data.train)
+    return pipeline.resolve_buckets(
+        cfg.data.get("length_buckets", ()), int(cfg.data.max_len), lengths
+    )
+
+
+def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
+    """For data_report.json: the buckets and the share of padded positions they keep."""
+    lengths = pipeline.example_lengths(data.train)
+    kept = pipeline.padded_share_kept(buckets, lengths) if buckets else 1.0
+    return {"length_buckets": list(buckets), "bucketed_positions_share": round(kept, 4)}
+
+
+def _uses_window(loss_cfg: Any) -> bool:
+    """Whether a loss term reads each position's next W events (data.contrast_window)."""
+    return any(float(loss_cfg.get(k, 0.0)) > 0 for k in ("contrast_weight", "appeal_weight"))
 
 
 def item_bias_prior(data: Data) -> np.ndarray:
@@ -92,6 +115,11 @@ def item_bias_prior(data: Data) -> np.ndarray:
     the ``positive_rate`` baseline as a starting point for the learned item bias."""
     rate = positive_rate_V(TrainingCounts.from_split(data.events, data.roles, data.labels))
     return np.log(rate / (1.0 - rate)).astype(np.float32)
+
+
+def _set_bias(bias: nnx.Embed, prior_V: np.ndarray) -> None:
+    table = bias.embedding
+    table[...] = table[...].at[: prior_V.shape[0], 0].set(jnp.asarray(prior_V))
 
 
 def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
@@ -105,12 +133,14 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
     init = cfg.model.get("item_bias_init", "zeros")
     if init not in ITEM_BIAS_INITS:
         raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
+    # Like initialising a classifier's output bias to the log prior: the model starts from
+    # item quality and learns what the listener adds to it. The appeal head always starts from
+    # the item_appeal baseline (item quality with each context's mood taken out).
     if init == "positive_rate" and model.item_bias is not None:
-        # Like initialising a classifier's output bias to the log prior: the model starts from
-        # item quality and learns what the listener adds to it.
-        prior = jnp.asarray(item_bias_prior(data))
-        table = model.item_bias.embedding
-        table[...] = table[...].at[: prior.shape[0], 0].set(prior)
+        _set_bias(model.item_bias, item_bias_prior(data))
+    if model.has_appeal_head:
+        counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+        _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
     return model
 
 
@@ -128,7 +158,19 @@ def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
     return jax.tree_util.tree_map_with_path(decayed, params)
 
 
+def table_mask(params: Any, name: str) -> Any:
+    """True for the parameters under the module attribute ``name`` (e.g. ``item_bias``)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: any(str(getattr(k, "key", k)) == name for k in path), params
+    )
+
+
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with warm-up and cosine decay, clipped. ``bias_lr_multiplier`` scales the steps of
+    the catalog's per-item bias, ``appeal_bias_lr_multiplier`` those of the appeal head's (0
+    freezes it): an item appears in few batches, and Adam moves a parameter by about the
+    learning rate per appearance, so at the transformer's rate a bias barely leaves its
+    initial value in a run."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         float(cfg.learning_rate),
@@ -138,12 +180,21 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     )
     decay_embeddings = bool(cfg.get("decay_embeddings", False))
     decay_mask = lambda params: weight_decay_mask(params, decay_embeddings)
-    return optax.chain(
+    parts = [
         optax.clip_by_global_norm(float(cfg.grad_clip)),
         optax.adamw(
             schedule, b2=float(cfg.b2), weight_decay=float(cfg.weight_decay), mask=decay_mask
         ),
-    )
+    ]
+    for name, field in (
+        ("item_bias", "bias_lr_multiplier"),
+        ("appeal_bias", "appeal_bias_lr_multiplier"),
+    ):
+        multiplier = float(cfg.get(field, 1.0))
+        if multiplier != 1.0:
+            mask = functools.partial(table_mask, name=name)
+            parts.append(optax.masked(optax.scale(multiplier), mask))
+    return optax.chain(*parts)
 
 
 def cloze_batch(
@@ -249,6 +300,7 @@ def make_train_step(
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
     accum = int(cfg.train.get("grad_accum_steps", 1))
+    appeal_weight = float(cfg.loss.get("appeal_weight", 0.0))
 
     def loss_fn(model, batch, loss_key, drop_key, step):
         m = batch["explicit"].shape[-1]
@@ -262,17 +314,18 @@ def make_train_step(
             future_items_NxW=_flat_window(batch.get("future_items")),
             future_labels_NxW=_flat_window(batch.get("future_labels")),
         )
-        hidden_BxLxD = model(
+        hidden_BxLxD = model.encode(
             batch["items"],
             batch["feedback"],
             rngs=nnx.Rngs(dropout=drop_key),
             deterministic=False,
         )
-        query_NxD = hidden_BxLxD.reshape(-1, hidden_BxLxD.shape[-1])
         if inject_nonfinite_at is not None:  # test hook: a NaN in every loss term
             bad = step + 1 == int(inject_nonfinite_at)
-            query_NxD = query_NxD + jnp.where(bad, jnp.nan, 0.0).astype(query_NxD.dtype)
-        return compute_loss(
+            hidden_BxLxD = hidden_BxLxD + jnp.where(bad, jnp.nan, 0.0).astype(hidden_BxLxD.dtype)
+        query_BxLxD = model.catalog_query(hidden_BxLxD)
+        query_NxD = query_BxLxD.reshape(-1, query_BxLxD.shape[-1])
+        loss, metrics = compute_loss(
             loss_cfg,
             query_NxD,
             model.item_table(),
@@ -281,6 +334,22 @@ def make_train_step(
             weights_T,
             item_log_prob_V,
         )
+        if appeal_weight > 0:
+            appeal_BxLxD = model.appeal_query(hidden_BxLxD)
+            appeal, appeal_acc = appeal_term(
+                appeal_BxLxD.reshape(-1, appeal_BxLxD.shape[-1]),
+                model.appeal_table(),
+                targets.future_items_NxW.astype(jnp.int32),
+                targets.future_labels_NxW.astype(jnp.int32),
+            )
+            loss = loss + appeal_weight * appeal
+            metrics = {
+                **metrics,
+                "loss": loss,
+                "loss_appeal": appeal,
+                "train_appeal_accuracy": appeal_acc,
+            }
+        return loss, metrics
 
     def accumulated_grads(model, batch, loss_key, drop_key, step):
         """Gradients and metrics of the whole batch from ``accum`` scanned micro-batches."""
@@ -386,7 +455,7 @@ def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
     return kept
 
 
-def _selection_state(
+def selection_state(
     rows: list[dict[str, Any]], key: str, sign: float = 1.0
 ) -> tuple[float, int, bool]:
     """(best signed validation value, evals since it, early-stopped?) as logged, for a resume.
@@ -483,7 +552,7 @@ class TrainState:
         return step, extra
 
 
-def _nonfinite_terms(metrics: dict[str, Any]) -> list[str]:
+def nonfinite_terms(metrics: dict[str, Any]) -> list[str]:
     """The ``loss_<term>`` metrics of a step that are not finite; ``["loss"]`` when only their
     sum is, ``["gradients"]`` when the loss is finite but the gradient norm is not."""
     terms = [k for k, v in metrics.items() if k.startswith("loss_") and not np.isfinite(float(v))]
@@ -540,9 +609,11 @@ def train(
     lead = jax.process_index() == 0  # one host writes the logs; orbax coordinates checkpoints
     faults.check_workdir_writable(workdir)  # before any data is read: one-line OSError
     data = prepare_data(cfg)
+    buckets = length_buckets(cfg, data)
     if lead:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-        (workdir / "data_report.json").write_text(json.dumps(data.report(), indent=2))
+        report = {**data.report(), **bucket_report(buckets, data)}
+        (workdir / "data_report.json").write_text(json.dumps(report, indent=2))
 
     mesh = sharding.make_mesh(cfg.mesh)
     ts = TrainState(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
@@ -554,6 +625,7 @@ def train(
         total,
         jax.process_index(),
         jax.process_count(),
+        buckets,
     )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))
@@ -576,7 +648,7 @@ def train(
         rows = _truncate_log(workdir / "metrics.jsonl", latest)
         train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
         skipped_total = int(rows[-1].get("skipped_nonfinite", 0)) if rows else 0
-        best, since_best, stopped = _selection_state(rows, select_key, sign)
+        best, since_best, stopped = selection_state(rows, select_key, sign)
         best_ckpt.drop_after(latest)  # saved after the resumed step: never happened now
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
@@ -605,7 +677,7 @@ def train(
         for s, m in unchecked:
             if not bool(m["nonfinite"]):
                 continue
-            what = ", ".join(_nonfinite_terms(m))
+            what = ", ".join(nonfinite_terms(m))
             if skipped_total >= skip_limit:
                 unchecked.clear()
                 last = ckpt.latest_step()

@@ -11,7 +11,7 @@ from jaxrec.data.sequences import Roles
 from jaxrec.eval import baselines
 from jaxrec.eval.baselines import TrainingCounts
 from jaxrec.eval.evaluator import Evaluator
-from tests.test_sequences import _table
+from tests.tiny import event_table
 
 TYPES = simulator.FEEDBACK_TYPES
 ROLES = ConfigDict(dict(input=TYPES, positive=("thumbs_up",), negative=("thumbs_down",)))
@@ -30,7 +30,7 @@ def _tiny():
         (2, 2, "4", 2, "thumbs_up"),
         (3, 3, "4", 9, "thumbs_up"),  # labelled test below: never counted
     ]
-    ev = events.encode(_table(rows), TYPES, "hand")
+    ev = events.encode(event_table(rows), TYPES, "hand")
     roles = Roles.from_config(ev.feedback_types, ROLES)
     labels = np.array([0] * 8 + [2], np.int8)
     counts = TrainingCounts.from_split(ev, roles, labels)
@@ -140,3 +140,55 @@ def test_baselines_command_writes_both_splits(tmp_path, capsys):
         assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0 and "hr@10" in metrics
     out = capsys.readouterr().out
     assert "positive_rate: test metrics" in out and "pairwise_accuracy" in out
+
+
+def test_item_appeal_solves_its_penalised_logistic_regression():
+    ev, counts, ids = _tiny()
+    item, ctx, liked = counts.labelled
+    assert len(item) == 8 and liked.sum() == 5  # the test event is not a training label
+    lam_a, lam_c = 1.0, 0.3
+    logit_V = baselines.item_appeal_V(counts, lam_a, lam_c, sweeps=200)
+    # At the optimum the gradient of the penalised log-likelihood is 0 for every effect:
+    # sum over an effect's events of (y - p) = lam x effect.
+    y = liked.astype(float)
+    g = np.log(y.mean() / (1 - y.mean()))
+    a = logit_V - g
+    # Context effects: solve each context's own 1-D equation given the item effects.
+    c = np.zeros(int(ctx.max()) + 1)
+    for _ in range(200):
+        p = 1 / (1 + np.exp(-(g + a[item] + c[ctx])))
+        c += (np.bincount(ctx, y - p) - lam_c * c) / (np.bincount(ctx, p * (1 - p)) + lam_c)
+    p = 1 / (1 + np.exp(-(g + a[item] + c[ctx])))
+    n = ev.num_items + 1
+    np.testing.assert_allclose(np.bincount(item, y - p, n)[1:], lam_a * a[1:], atol=1e-6)
+    # Liked in every context it was played in: above the item disliked everywhere.
+    assert logit_V[ids["1"]] > logit_V[ids["2"]] > logit_V[ids["3"]]
+    items, fb = _hist(ev, ids, ["1"])
+    scores = baselines.item_appeal(counts)(items, fb)[0]
+    np.testing.assert_allclose(scores, logit_V.astype(np.float32), rtol=1e-6)
+
+
+def test_item_appeal_takes_out_a_contexts_mood():
+    # Items 1 and 2 are each liked in 3 of 4 plays; item 2's plays are in a context that
+    # dislikes almost everything, item 1's in a context that likes almost everything. The
+    # positive rate ties them; the context effects put item 2 above item 1.
+    rows = []
+    t = 0
+    for ctx, (item_plays, filler) in enumerate(
+        [(("1", "1", "1", "1"), "thumbs_up"), (("2", "2", "2", "2"), "thumbs_down")]
+    ):
+        for k, name in enumerate(item_plays):
+            rows.append((ctx, ctx, name, t, "thumbs_up" if k < 3 else "thumbs_down"))
+            t += 1
+        for _ in range(12):
+            rows.append((ctx, ctx, "9", t, filler))
+            rows.append((ctx, ctx, "8", t + 1, filler))
+            t += 2
+    ev = events.encode(event_table(rows), TYPES, "hand")
+    roles = Roles.from_config(ev.feedback_types, ROLES)
+    counts = TrainingCounts.from_split(ev, roles, np.zeros(len(rows), np.int8))
+    ids = {ev.item_vocab[i]: i for i in range(1, ev.num_items + 1)}
+    rate = baselines.positive_rate_V(counts)
+    assert rate[ids["1"]] == rate[ids["2"]]
+    logit_V = baselines.item_appeal_V(counts)
+    assert logit_V[ids["2"]] > logit_V[ids["1"]]

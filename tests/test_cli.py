@@ -1,10 +1,12 @@
 """The command line as a user meets it: overrides, outputs, and errors that name the field."""
 
 import json
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
+from jaxrec import cli_args
 from jaxrec.cli import main
 
 TINY = [
@@ -71,6 +73,27 @@ def test_bad_config_fails_at_start_naming_the_field(tmp_path, override, field):
         main(["train", "--workdir", str(tmp_path), override])
     assert field in str(err.value)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_default_config_is_the_repository_quickstart(tmp_path, monkeypatch):
+    assert cli_args.DEFAULT_CONFIG == cli_args.CONFIGS_DIR / "quickstart.py"
+    assert cli_args.DEFAULT_CONFIG.is_file()
+    # An install without the repository's configs/: a clear error, unless --config is given.
+    monkeypatch.setattr(cli_args, "DEFAULT_CONFIG", tmp_path / "absent" / "quickstart.py")
+    with pytest.raises(SystemExit, match=r"no --config given .* pass --config FILE"):
+        main(["simulate", "--out", str(tmp_path), *TINY[:5]])
+    given = str(cli_args.CONFIGS_DIR / "quickstart.py")
+    main(["simulate", "--out", str(tmp_path), "--config", given, *TINY[:5]])
+    assert (tmp_path / "events.parquet").exists()
+
+
+def test_every_config_loads_by_path_without_a_configs_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "configs", None)  # any `import configs...` now fails
+    paths = sorted(cli_args.CONFIGS_DIR.glob("*.py"))
+    assert len(paths) >= 6
+    for path in paths:
+        cfg = cli_args.load_config(path)
+        assert {"data", "model", "train"} <= set(cfg), path
 
 
 def test_unknown_command_and_unknown_flag(tmp_path):

@@ -11,9 +11,9 @@ from flax import nnx
 from jaxrec.data import events, simulator
 from jaxrec.data.sequences import Roles, build_examples
 from jaxrec.losses import LossTargets, compute_loss
-from jaxrec.losses.family import contrast_term, window_contrast_term
+from jaxrec.losses.terms import contrast_term, window_contrast_term
 from jaxrec.model import SequenceModel
-from tests.test_sequences import ALL_INPUTS, _table
+from tests.tiny import ALL_INPUTS, event_table
 
 TYPES = simulator.FEEDBACK_TYPES
 softplus = lambda x: math.log1p(math.exp(x))
@@ -72,7 +72,7 @@ def test_future_window_holds_the_next_events_of_the_same_context():
         (2, 2, "Y", 2, "skip"),
         (2, 2, "Z", 3, "thumbs_up"),
     ]
-    ev = events.encode(_table(rows), TYPES, "hand")
+    ev = events.encode(event_table(rows), TYPES, "hand")
     roles = Roles.from_config(ev.feedback_types, ALL_INPUTS)
     ex = build_examples(ev, roles, np.zeros(ev.num_events, np.int8), 4, 2, future_window=2)
     name = lambda i: ev.item_vocab[i] if i else "."

@@ -12,13 +12,13 @@ from ml_collections import ConfigDict
 from jaxrec.config import select_sign, validate_config
 from jaxrec.data import events, simulator
 from jaxrec.data.sequences import Roles, build_examples, split_labels
-from jaxrec.eval.evaluator import Evaluator, _padded_seen
+from jaxrec.eval.evaluator import Evaluator, padded_seen
 from jaxrec.experiments import num_negatives
 from jaxrec.losses import LossTargets, compute_loss
 from jaxrec.losses.config import LossConfig
 from jaxrec.losses.kernel import softmax_lse
-from jaxrec.train import _selection_state, prepare_data, train
-from tests.test_sequences import ALL_INPUTS, _table
+from jaxrec.train import prepare_data, selection_state, train
+from tests.tiny import ALL_INPUTS, event_table
 
 TYPES = simulator.FEEDBACK_TYPES
 
@@ -51,8 +51,8 @@ def test_select_direction_defaults_by_metric_and_can_be_set(cfg):
     with pytest.raises(ValueError, match="config.train.select_mode"):
         validate_config(cfg)
     rows = [{"step": 1, "v": 0.5}, {"step": 2, "v": 0.3}, {"step": 3, "v": 0.4}]
-    assert _selection_state(rows, "v", -1.0) == (-0.3, 1, False)
-    assert _selection_state(rows, "v", 1.0) == (0.5, 2, False)
+    assert selection_state(rows, "v", -1.0) == (-0.3, 1, False)
+    assert selection_state(rows, "v", 1.0) == (0.5, 2, False)
 
 
 def test_cli_misspelt_select_metric_exits_in_one_line(tmp_path, capsys):
@@ -95,7 +95,7 @@ def _long_context_events():
         (2, 2, "Q", 1, "thumbs_up"),
         (2, 2, "R", 2, "play"),
     ]
-    return events.encode(_table(rows), TYPES, "hand")
+    return events.encode(event_table(rows), TYPES, "hand")
 
 
 def test_examples_carry_the_whole_contexts_positives():
@@ -205,7 +205,7 @@ def test_resume_drops_best_checkpoints_past_the_resumed_step(tmp_path):
 def test_filter_seen_exempts_every_window_item():
     seen = (np.array([0, 4]), np.array([5, 6, 7, 8]))
     window = np.array([[6, 8, 9]])
-    out = _padded_seen(seen, np.array([0]), window)
+    out = padded_seen(seen, np.array([0]), window)
     assert sorted(int(x) for x in out[0] if x) == [5, 7]
 
 

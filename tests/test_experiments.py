@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from jaxrec import experiments
-from jaxrec.experiments import EXPERIMENTS, common, run_experiment
+from jaxrec.experiments import EXPERIMENTS, run_experiment
 from jaxrec.experiments.embeddings import cosine_matrix, pca_2d
+from jaxrec.experiments.overrides import portable_json
+from jaxrec.experiments.quick import QUICK_STEPS, quick_overrides
 from jaxrec.experiments.skips import arms as skip_arms
-from tests.tiny import tiny_config
+from jaxrec.experiments.stats import compile_free_seconds
+from tests.tiny import repo_config, tiny_config
 
 # Metrics each experiment's report shows per arm (the row labelled with the arm's label).
 ROW_METRICS = {
@@ -172,21 +175,17 @@ def test_cmd_experiment_parses_like_the_cli(monkeypatch, tmp_path):
 
 
 def test_quick_caps_keep_smaller_sizes():
-    assert set(common.quick_overrides(tiny_config())) <= {
+    assert set(quick_overrides(tiny_config())) <= {
         "train.checkpoint_every",
         "train.keep_checkpoints",
     }
-    from configs.quickstart import get_config
-
-    over = common.quick_overrides(get_config())
-    assert over["train.steps"] == common.QUICK_STEPS and over["model.width"] == 16
+    over = quick_overrides(repo_config("quickstart"))
+    assert over["train.steps"] == QUICK_STEPS and over["model.width"] == 16
     assert over["data.simulator.num_users"] == 200
 
 
 def test_skip_types_fall_back_to_explicit_negatives_without_a_skip():
-    from configs.piki import get_config
-
-    cfg = get_config()
+    cfg = repo_config("piki")
     without, with_ = skip_arms(cfg)[0]
     assert "dislike" not in without.overrides["feedback.input"]
     assert "dislike" in with_.overrides["feedback.input"]
@@ -200,7 +199,7 @@ def test_compile_free_seconds_retimes_the_first_window():
         {"step": 20, "train_seconds": 10.0},
         {"step": 30, "train_seconds": 11.0},
     ]
-    assert common.compile_free_seconds(rows) == pytest.approx({10: 1.0, 20: 2.0, 30: 3.0})
+    assert compile_free_seconds(rows) == pytest.approx({10: 1.0, 20: 2.0, 30: 3.0})
 
 
 def test_pca_and_cosine_helpers():
@@ -217,6 +216,6 @@ def test_reports_write_data_paths_relative_to_the_data_dir():
 
     cfg = tiny_config()
     cfg.data.path = str(data_dir() / "spotify-sessions" / "mini-spotify-data.csv")
-    text = common.portable_json(cfg)
+    text = portable_json(cfg)
     assert '"$JAXREC_DATA_DIR/spotify-sessions/mini-spotify-data.csv"' in text
     assert str(data_dir()) not in text

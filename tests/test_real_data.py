@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from configs import movielens, piki, spotify_sessions
 from jaxrec.cli import main
 from jaxrec.data import events, pipeline, prepare, simulator, tfds_builder
-from jaxrec.data.sequences import BatchSampler, Roles, build_examples, split_labels
+from jaxrec.data.pipeline import BatchSampler
+from jaxrec.data.sequences import Roles, build_examples, split_labels
 from jaxrec.train import train
+from tests.tiny import repo_config
 
 
 def test_prepare_and_stats_on_spotify_sessions(shared_data, tmp_path, capsys):
@@ -91,16 +92,16 @@ def test_training_from_a_prepared_dataset(cfg, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module,rel",
+    "name,rel",
     [
-        (spotify_sessions, "spotify-sessions/mini-spotify-data.csv"),
-        (movielens, "movielens-100k/ml-100k.inter"),
-        (piki, "piki-sample/piki_eval.histories"),
+        ("spotify_sessions", "spotify-sessions/mini-spotify-data.csv"),
+        ("movielens", "movielens-100k/ml-100k.inter"),
+        ("piki", "piki-sample/piki_eval.histories"),
     ],
 )
-def test_real_configs_train_end_to_end(module, rel, shared_data, tmp_path):
+def test_real_configs_train_end_to_end(name, rel, shared_data, tmp_path):
     shared_data(rel)
-    cfg = module.get_config()
+    cfg = repo_config(name)
     cfg.model.width, cfg.model.depth, cfg.model.mlp_ratio = 16, 1, 2
     cfg.train.steps, cfg.train.log_every, cfg.train.eval_every = 6, 3, 6
     cfg.train.checkpoint_every = 6

@@ -1,36 +1,20 @@
 """Examples and evaluation sets: shapes, masks and no leaks, against a plain-Python reference."""
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from ml_collections import ConfigDict
 
 from jaxrec.data import events, simulator
+from jaxrec.data.pipeline import BatchSampler
 from jaxrec.data.sequences import (
-    BatchSampler,
     Roles,
     build_eval_set,
     build_examples,
     split_labels,
 )
+from tests.tiny import ALL_INPUTS, event_table
 
 TYPES = simulator.FEEDBACK_TYPES
-ALL_INPUTS = ConfigDict(
-    dict(input=TYPES, positive=("thumbs_up", "play"), negative=("skip", "thumbs_down"))
-)
-
-
-def _table(rows):
-    user, ctx, item, ts, fb = zip(*rows, strict=True)
-    return pa.table(
-        {
-            "user_id": list(user),
-            "context_id": list(ctx),
-            "item_id": list(item),
-            "timestamp": list(ts),
-            "feedback": list(fb),
-        }
-    )
 
 
 def _hand_events():
@@ -51,7 +35,7 @@ def _hand_events():
         (2, 9, "W", 14, "skip"),
         (2, 9, "V", 15, "thumbs_up"),
     ]
-    return events.encode(_table(rows), TYPES, "hand")
+    return events.encode(event_table(rows), TYPES, "hand")
 
 
 def _names(ev, ids):

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from flax import nnx
     from jaxrec import checkpoint, sharding
-    from jaxrec.data.sequences import BatchSampler
+    from jaxrec.data.pipeline import BatchSampler
     from jaxrec.train import TrainState, prepare_data
     from tests.tiny import tiny_config
 

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from jaxrec import checkpoint, sharding
-from jaxrec.train import NonFiniteLoss, TrainState, _nonfinite_terms, prepare_data, train
+from jaxrec.train import NonFiniteLoss, TrainState, nonfinite_terms, prepare_data, train
 
 
 def _quick(cfg):
@@ -68,9 +68,9 @@ def test_a_nonfinite_step_leaves_the_state_unchanged(cfg):
 
 def test_nonfinite_terms_are_named():
     nan = float("nan")
-    assert _nonfinite_terms({"loss": nan, "loss_sampled": nan, "loss_ntr": 1.0}) == ["loss_sampled"]
-    assert _nonfinite_terms({"loss": np.inf, "loss_sampled": 1.0}) == ["loss"]
-    assert _nonfinite_terms({"loss": 1.0, "loss_sampled": 1.0, "grad_norm": nan}) == ["gradients"]
+    assert nonfinite_terms({"loss": nan, "loss_sampled": nan, "loss_ntr": 1.0}) == ["loss_sampled"]
+    assert nonfinite_terms({"loss": np.inf, "loss_sampled": 1.0}) == ["loss"]
+    assert nonfinite_terms({"loss": 1.0, "loss_sampled": 1.0, "grad_norm": nan}) == ["gradients"]
 
 
 def test_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoint(straight_run, tmp_path):
@@ -99,9 +99,9 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoint(straight_run
 
 
 def test_nonfinite_loss_is_a_user_error():
-    from jaxrec.cli import _user_error
+    from jaxrec.cli import is_user_error
 
-    assert _user_error(NonFiniteLoss("non-finite loss_sampled at step 3"))
+    assert is_user_error(NonFiniteLoss("non-finite loss_sampled at step 3"))
 
 
 def test_skip_nonfinite_steps_skips_and_logs_them(cfg, tmp_path):

@@ -1,10 +1,32 @@
-"""Tiny shapes for tests: compile in a second or two, train in a few more."""
+"""Shared test helpers: tiny configs (compile in a second or two, train in a few more) and
+hand-written event tables."""
 
-from configs.quickstart import get_config
+import pyarrow as pa
+from ml_collections import ConfigDict
+
+from jaxrec.cli_args import CONFIGS_DIR, load_config, load_config_module
+from jaxrec.data import simulator
+
+_QUICKSTART = load_config_module(CONFIGS_DIR / "quickstart.py")
+
+# Every simulator feedback type is an input; the quickstart's positive and negative roles.
+ALL_INPUTS = ConfigDict(
+    dict(
+        input=simulator.FEEDBACK_TYPES,
+        positive=("thumbs_up", "play"),
+        negative=("skip", "thumbs_down"),
+    )
+)
 
 
-def tiny_config():
-    c = get_config()
+def repo_config(name: str) -> ConfigDict:
+    """``get_config()`` of ``configs/<name>.py`` of this repository."""
+    return load_config(CONFIGS_DIR / f"{name}.py")
+
+
+def tiny_config() -> ConfigDict:
+    """The quickstart config at tiny shapes."""
+    c = _QUICKSTART.get_config()
     s = c.data.simulator
     s.num_users, s.num_items, s.num_genres, s.latent_dim = 150, 120, 6, 8
     s.events_per_context = (12, 24)
@@ -21,5 +43,24 @@ def tiny_config():
     c.train.log_every = 10
     c.train.eval_every = 30
     c.train.checkpoint_every = 15
+    # The catalog model alone: most tests are about it (tests/test_appeal.py turns the appeal
+    # head of the quickstart back on).
+    c.model.appeal_head = False
+    c.loss.appeal_weight = 0.0
+    c.data.contrast_window = 0
     c.eval.batch_size = 64
     return c
+
+
+def event_table(rows: list[tuple]) -> pa.Table:
+    """An event table from ``(user, context, item, timestamp, feedback)`` tuples."""
+    user, ctx, item, ts, fb = zip(*rows, strict=True)
+    return pa.table(
+        {
+            "user_id": list(user),
+            "context_id": list(ctx),
+            "item_id": list(item),
+            "timestamp": list(ts),
+            "feedback": list(fb),
+        }
+    )

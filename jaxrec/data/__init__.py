@@ -9,20 +9,11 @@ from jaxrec.data.events import Events
 
 
 def feedback_types(cfg: Any) -> tuple[str, ...]:
-    """The feedback vocabulary the events of ``config.data`` will have."""
-    from jaxrec.data import prepare, simulator
-    from jaxrec.data.adapters import SOURCES, feedback_types_for
+    """The feedback vocabulary the events of ``config.data`` will have
+    (:func:`jaxrec.data.prepare.resolve_feedback`)."""
+    from jaxrec.data import prepare
 
-    if cfg.source == "simulator":
-        return simulator.FEEDBACK_TYPES
-    if cfg.source == "prepared":
-        return prepare.prepared_feedback_types(cfg.path)
-    if cfg.source in SOURCES:
-        return feedback_types_for(cfg.source, prepare._plain(cfg.get("options")))
-    raise ValueError(
-        f"config.data.source: unknown source {cfg.source!r}; one of "
-        f"{sorted(['simulator', 'prepared', *SOURCES])}"
-    )
+    return prepare.resolve_feedback(cfg)
 
 
 def load_events(cfg: Any, seed: int) -> tuple[Events, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""``jaxrec data prepare``: a source's files -> event table, report and TFDS dataset."""
+"""Reading a data source: its files -> event table, report and TFDS dataset (``jaxrec data
+prepare``), and the feedback vocabulary a ``config.data`` resolves to (:func:`resolve_feedback`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from jaxrec.data import events as events_lib
 from jaxrec.data import simulator, tfds_builder
-from jaxrec.data.adapters import feedback_types_for, load_source
+from jaxrec.data.adapters import SOURCES, feedback_types_for, load_source
 from jaxrec.data.events import Events
 from jaxrec.data.report import Report
 from jaxrec.data.stats import compute_stats
@@ -25,10 +26,27 @@ DEFAULT_POSITIVE = {
 }
 
 
-def _plain(options: Any) -> dict:
+def plain_options(options: Any) -> dict[str, Any]:
+    """Adapter options as a plain dict (``None`` -> ``{}``; a ConfigDict converted)."""
     if options is None:
         return {}
     return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
+def resolve_feedback(cfg_data: Any) -> tuple[str, ...]:
+    """The feedback vocabulary the events of ``config.data`` will have: the simulator's, a
+    prepared dataset's (its dataset.json) or a source adapter's with the config's options."""
+    source = cfg_data.source
+    if source == "simulator":
+        return simulator.FEEDBACK_TYPES
+    if source == "prepared":
+        return prepared_feedback_types(cfg_data.path)
+    if source in SOURCES:
+        return feedback_types_for(source, plain_options(cfg_data.get("options")))
+    raise ValueError(
+        f"config.data.source: unknown source {source!r}; one of "
+        f"{sorted(['simulator', 'prepared', *SOURCES])}"
+    )
 
 
 def read_source(
@@ -41,8 +59,9 @@ def read_source(
         return simulator.simulate(sim_cfg, seed), simulator.FEEDBACK_TYPES, None
     if not path:
         raise ValueError(f"config.data.path: source {source!r} needs the path of its file(s)")
-    table, report = load_source(source, path, _plain(options))
-    return table, feedback_types_for(source, _plain(options)), report
+    options = plain_options(options)
+    table, report = load_source(source, path, options)
+    return table, feedback_types_for(source, options), report
 
 
 def prepare(
@@ -79,7 +98,7 @@ def prepare(
     info = {
         "source": source,
         "input": str(path) if path else None,
-        "options": _plain(options),
+        "options": plain_options(options),
         "feedback_types": list(types),
         "positive": list(DEFAULT_POSITIVE.get(source, ())),
         "tfds_dir": str(tfds_dir.relative_to(out)),
@@ -106,6 +125,7 @@ def stats_lines(ev: Events, positive: tuple[str, ...]) -> str:
 
 
 def dataset_info(path: str | Path) -> dict[str, Any]:
+    """The ``dataset.json`` of a prepared dataset directory."""
     file = Path(path) / DATASET_FILE
     if not file.exists():
         raise FileNotFoundError(f"{path}: not a prepared dataset (no {DATASET_FILE})")
@@ -113,6 +133,7 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
 
 
 def prepared_feedback_types(path: str | Path) -> tuple[str, ...]:
+    """The feedback vocabulary of a prepared dataset directory (for ``config.data.path``)."""
     file = Path(path) / DATASET_FILE
     if not file.exists():
         raise FileNotFoundError(
@@ -122,4 +143,14 @@ def prepared_feedback_types(path: str | Path) -> tuple[str, ...]:
     return tuple(json.loads(file.read_text())["feedback_types"])
 
 
-__all__ = ["compute_stats", "load_prepared", "prepare", "prepared_feedback_types", "read_source"]
+__all__ = [
+    "compute_stats",
+    "dataset_info",
+    "load_prepared",
+    "plain_options",
+    "prepare",
+    "prepared_feedback_types",
+    "read_source",
+    "resolve_feedback",
+    "stats_lines",
+]

@@ -18,7 +18,6 @@ Arrays are padded on the left, so the last slot holds the newest token.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import numpy as np
@@ -382,34 +381,3 @@ def build_eval_set(
         win_type,
         (s_off, events.item[s_idx]),
     )
-
-
-class BatchSampler:
-    """Stateless, seeded batches: batch ``step`` is a pure function of (seed, step).
-
-    Each epoch is a fresh permutation of the examples, so resuming at step s after a crash
-    yields exactly the batches an uninterrupted run would have seen.
-    """
-
-    def __init__(self, examples: Examples, batch_size: int, seed: int):
-        if len(examples) < batch_size:
-            raise ValueError(
-                f"config.train.batch_size: {batch_size} exceeds the {len(examples)} training "
-                "examples; lower it or use more data"
-            )
-        self.examples = examples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.steps_per_epoch = len(examples) // batch_size
-        # Thread-safe memo of the current epochs' permutations (grain reads on threads).
-        self._perm = functools.lru_cache(maxsize=4)(self._permutation)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-
-    def batch_indices(self, step: int) -> np.ndarray:
-        epoch, i = divmod(step, self.steps_per_epoch)
-        return self._perm(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-
-    def __call__(self, step: int) -> dict[str, np.ndarray]:
-        return self.examples.take(self.batch_indices(step))

@@ -10,6 +10,10 @@ through the same evaluator as a trained model (same windows, pairs, coverage, ex
 - ``item_knn``: item-item cosine similarity of positive co-occurrence in training contexts;
   a history's score for an item is the sum of its similarities to the history's positive items
   (session-kNN style, Ludewig & Jannach 2018).
+- ``item_appeal``: a logistic regression of liked (positive) vs disliked (explicit negative)
+  on an item effect plus a context effect, ridge-penalised, fitted by alternating Newton steps:
+  item quality with each context's own mood taken out (a listener who skips everything does
+  not make the songs they heard look bad). Scores = the item effects.
 - ``ease``: EASE (Steck 2019), a closed-form item-item ridge regression on the training
   contexts' positive items; scores the history's positive items through the learned weights.
 
@@ -28,7 +32,12 @@ import scipy.sparse
 from jaxrec.data.events import Events
 from jaxrec.data.sequences import Roles
 
-BASELINES = ("most_popular", "positive_rate", "item_knn", "ease")
+BASELINES = ("most_popular", "positive_rate", "item_appeal", "item_knn", "ease")
+# item_appeal's ridge penalties on item and context effects and its Newton sweeps; chosen on
+# the Spotify sessions' and the simulator's validation windows (docs/baselines.md).
+APPEAL_LAMBDA_ITEM = 1.0
+APPEAL_LAMBDA_CONTEXT = 0.3
+APPEAL_SWEEPS = 30
 EASE_LAMBDA = 250.0
 EASE_MAX_ITEMS = 30_000  # a dense float64 inverse of 30k x 30k is 7 GB
 # The personalised baselines add fallback x this to their scores: below any real similarity.
@@ -44,6 +53,8 @@ class TrainingCounts:
     events_V: np.ndarray  # training events of any feedback type per item
     context_items: tuple[np.ndarray, np.ndarray]  # (context, item) of positive events, unique
     positive_T: np.ndarray  # feedback-type index -> is positive
+    # (item, context, liked) of every training event that is positive or an explicit negative
+    labelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_split(cls, events: Events, roles: Roles, labels: np.ndarray) -> TrainingCounts:
@@ -56,12 +67,15 @@ class TrainingCounts:
         pairs = np.unique(
             np.stack([events.context[train][pos].astype(np.int64), item[pos]]), axis=1
         )
+        lab = pos | roles.negative_T[fb]
+        _, ctx = np.unique(events.context[train][lab], return_inverse=True)
         return cls(
             num_items=events.num_items,
             positives_V=np.bincount(item[pos], minlength=v)[:v].astype(np.float64),
             events_V=np.bincount(item, minlength=v)[:v].astype(np.float64),
             context_items=(pairs[0], pairs[1]),
             positive_T=np.asarray(roles.positive_T, bool),
+            labelled=(item[lab], ctx.astype(np.int64), pos[lab]),
         )
 
     def distinct_positive_items(
@@ -111,6 +125,40 @@ def positive_rate_V(counts: TrainingCounts) -> np.ndarray:
 def positive_rate(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Scores = the smoothed positive rate of :func:`positive_rate_V`."""
     return _constant(positive_rate_V(counts))
+
+
+def item_appeal_V(
+    counts: TrainingCounts,
+    lam_item: float = APPEAL_LAMBDA_ITEM,
+    lam_context: float = APPEAL_LAMBDA_CONTEXT,
+    sweeps: int = APPEAL_SWEEPS,
+) -> np.ndarray:
+    """``[V + 1]`` log-odds that an item is liked once played: the global log-odds plus the
+    item effect of ``logit P(liked) = g + a_item + c_context`` (ridge on a and c).
+
+    Each sweep takes one exact diagonal Newton step for every item effect, then for every
+    context effect (the Hessian of an effect is the sum of p (1 - p) over its own events).
+    An item without labelled training events gets the global log-odds."""
+    v = counts.num_items + 1
+    if counts.labelled is None or not len(counts.labelled[0]):
+        return np.zeros(v)
+    item, ctx, liked = counts.labelled
+    y = liked.astype(np.float64)
+    rate = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    g = np.log(rate / (1 - rate))
+    n_ctx = int(ctx.max()) + 1
+    a, c = np.zeros(v), np.zeros(n_ctx)
+    for _ in range(sweeps):
+        for effect, idx, n, lam in ((a, item, v, lam_item), (c, ctx, n_ctx, lam_context)):
+            p = 1.0 / (1.0 + np.exp(-(g + a[item] + c[ctx])))
+            grad = np.bincount(idx, y - p, n) - lam * effect
+            effect += grad / (np.bincount(idx, p * (1 - p), n) + lam)
+    return g + a
+
+
+def item_appeal(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Scores = the item effects of :func:`item_appeal_V`."""
+    return _constant(item_appeal_V(counts))
 
 
 def _through_items(
@@ -165,6 +213,7 @@ def ease(
 FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
     "most_popular": most_popular,
     "positive_rate": positive_rate,
+    "item_appeal": item_appeal,
     "item_knn": item_knn,
     "ease": ease,
 }

@@ -27,6 +27,11 @@ from jaxrec.eval.metrics import (
 )
 from jaxrec.model import SequenceModel
 
+# Which score orders the items of a held-out window for pairwise accuracy and AUC: "catalog"
+# (the ranking score), "appeal" (the appeal head's like-probability), "auto" (appeal when the
+# model has that head).
+PAIR_SCORES = ("auto", "catalog", "appeal")
+
 # (items_BxL, feedback_BxL) -> scores [B, V + 1] over the catalog (column 0, padding, ignored).
 CatalogScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -42,7 +47,7 @@ def _first_positive(window_items_NxW: np.ndarray, labels_NxW: np.ndarray) -> np.
     return np.where(pos.any(axis=1), window_items_NxW[np.arange(len(first)), first], 0)
 
 
-def _padded_seen(
+def padded_seen(
     seen: tuple[np.ndarray, np.ndarray], rows: np.ndarray, window_BxW: np.ndarray
 ) -> np.ndarray:
     """Seen items of ``rows`` as a padded ``[B, S]`` array, never including an item of the
@@ -78,34 +83,45 @@ class Evaluator:
         self.batch_size = int(cfg.batch_size)
         self.k = int(cfg.k)
         self.filter_seen = bool(cfg.filter_seen)
-        self._fn = jax.jit(self._score, static_argnums=0)
+        self.pair_score = getattr(cfg, "pair_score", "auto")
+        self._fn = jax.jit(self._score, static_argnums=(0, 1))
         self._rank_fn = jax.jit(_ranks)
 
     @staticmethod
-    def _score(graphdef, state, items, feedback, window_items, target, exclude):
+    def _score(graphdef, use_appeal, state, items, feedback, window_items, target, exclude):
         model = nnx.merge(graphdef, state)
-        query = inference.user_query(model, items, feedback)
+        hidden = inference.user_hidden(model, items, feedback)
+        query = model.catalog_query(hidden)
         table = model.item_table()
         window_scores = inference.score_items(query, table, window_items)
         scores = inference.catalog_scores(query, table, exclude)
         ranks = inference.target_ranks(scores, jnp.maximum(target, 1))
         window_ranks = inference.item_ranks(scores, window_items)
-        return window_scores, ranks, window_ranks
+        if not use_appeal:
+            return window_scores, ranks, window_ranks
+        pair_scores = inference.appeal_scores(model, hidden, window_items)
+        return pair_scores, ranks, window_ranks, window_scores
+
+    def uses_appeal(self, model: SequenceModel) -> bool:
+        """Whether pairwise accuracy reads the model's appeal head (``eval.pair_score``)."""
+        if self.pair_score == "appeal" and not model.has_appeal_head:
+            raise ValueError("config.eval.pair_score: 'appeal' needs a model with an appeal head")
+        return model.has_appeal_head and self.pair_score != "catalog"
 
     def scores(self, model: SequenceModel, data: EvalSet) -> tuple[np.ndarray, np.ndarray]:
         """Window scores ``[N, W]`` and catalog ranks ``[N]`` of each window's next positive."""
-        window_scores, ranks, _ = self.score_all(model, data)
+        window_scores, ranks = self.score_all(model, data)[:2]
         return window_scores, ranks
 
     def _batches(self, data: EvalSet, fn: Callable[..., tuple]):
         target_N = _first_positive(data.window_items_NxW, data.window_label_NxW)
         n, b = len(data), self.batch_size
-        outs: list[list[np.ndarray]] = [[], [], []]
+        outs: list[list[np.ndarray]] = []
         for start in range(0, n, b):
             rows = np.arange(start, min(start + b, n))
             pad = np.r_[rows, np.full(b - len(rows), rows[-1])]  # fixed shapes: one compile
             exclude = (
-                _padded_seen(data.seen_items, pad, data.window_items_NxW[pad])
+                padded_seen(data.seen_items, pad, data.window_items_NxW[pad])
                 if self.filter_seen
                 else np.zeros((b, 1), np.int32)
             )
@@ -116,19 +132,20 @@ class Evaluator:
                 target_N[pad],
                 exclude,
             )
+            outs = outs or [[] for _ in res]
             for out, r in zip(outs, res, strict=True):
                 out.append(np.asarray(r)[: len(rows)])
-        if not outs[0]:
+        if not outs:
             shape = data.window_items_NxW.shape
             return np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(shape, np.int64)
         return tuple(np.concatenate(o) for o in outs)
 
-    def score_all(
-        self, model: SequenceModel, data: EvalSet
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Window scores ``[N, W]``, next-positive ranks ``[N]``, window-item ranks ``[N, W]``."""
+    def score_all(self, model: SequenceModel, data: EvalSet) -> tuple[np.ndarray, ...]:
+        """Window scores ``[N, W]`` (the pair score), next-positive ranks ``[N]``, window-item
+        ranks ``[N, W]``, and with an appeal head the catalog window scores ``[N, W]``."""
         graphdef, state = nnx.split(model)
-        return self._batches(data, functools.partial(self._fn, graphdef, state))
+        fn = functools.partial(self._fn, graphdef, self.uses_appeal(model), state)
+        return self._batches(data, fn)
 
     def scorer_all(
         self, scorer: CatalogScorer, data: EvalSet
@@ -149,9 +166,17 @@ class Evaluator:
         return self.metrics(data, *self.scorer_all(scorer, data))
 
     def metrics(
-        self, data: EvalSet, scores: np.ndarray, ranks: np.ndarray, window_ranks: np.ndarray
+        self,
+        data: EvalSet,
+        scores: np.ndarray,
+        ranks: np.ndarray,
+        window_ranks: np.ndarray,
+        catalog_scores: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """Metrics from window scores and ranks; refuses non-finite scores of real items."""
+        """Metrics from window scores and ranks; refuses non-finite scores of real items.
+
+        ``catalog_scores``: the ranking score's window scores when ``scores`` come from the
+        appeal head; their pairwise accuracy is reported as ``pairwise_accuracy_catalog``."""
         real = data.window_items_NxW > 0
         bad = real & ~np.isfinite(scores)
         if bad.any():
@@ -180,6 +205,8 @@ class Evaluator:
         neg = (labels == -1) & covered[:, None]
         pos = (labels == 1) & covered[:, None]
         out["auc"] = auc(scores[pos], scores[neg])
+        cat = scores if catalog_scores is None else catalog_scores
+        out["pairwise_accuracy_catalog"] = pairwise_accuracy(cat[covered], labels[covered])["micro"]
         out[f"neg_hr@{self.k}"] = negative_hit_rate(window_ranks[neg], self.k)
         out[f"delta_hr@{self.k}"] = out[f"hr@{self.k}"] - out[f"neg_hr@{self.k}"]
         out[f"neg_ndcg@{self.k}"] = negative_ndcg(window_ranks[neg], self.k)

@@ -14,6 +14,7 @@ def metric_names(k: int) -> tuple[str, ...]:
         "pairwise_accuracy",
         "pairwise_accuracy_per_context",
         "pairwise_accuracy_all",
+        "pairwise_accuracy_catalog",
         "user_coverage",
         f"hr@{k}",
         f"ndcg@{k}",

@@ -26,9 +26,13 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
-from jaxrec.experiments import common, embeddings, feedback_mix, negatives, num_negatives, skips
+from jaxrec.cli_args import parse_flags
+from jaxrec.experiments import embeddings, feedback_mix, negatives, num_negatives, skips
+from jaxrec.experiments.overrides import apply_overrides, copy_config, portable_json
+from jaxrec.experiments.quick import quick_overrides
+from jaxrec.experiments.runner import ExperimentContext
 
-EXPERIMENTS: dict[str, Callable[[common.Context], dict[str, Any]]] = {
+EXPERIMENTS: dict[str, Callable[[ExperimentContext], dict[str, Any]]] = {
     "negatives": negatives.run,
     "skip_inputs": skips.run,
     "num_random_negatives": num_negatives.run,
@@ -61,18 +65,18 @@ def run_experiment(
         raise ValueError(f"experiment --seeds: must be an integer >= 1, got {seeds!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = common.copy_config(base_cfg)
-    quick_over = common.quick_overrides(base) if quick else {}
+    base = copy_config(base_cfg)
+    quick_over = quick_overrides(base) if quick else {}
     if quick:
-        base = common.apply_overrides(base, quick_over)
+        base = apply_overrides(base, quick_over)
         seeds = 1
     if command is None:
         command = (
             f"# from Python (base config: base_config.json)\n"
             f"run_experiment({name!r}, cfg, seeds={seeds}, out={str(out)!r}, quick={quick})"
         )
-    (out / "base_config.json").write_text(common.portable_json(base))
-    ctx = common.Context(name, base, seeds, out, quick, command, quick_over)
+    (out / "base_config.json").write_text(portable_json(base))
+    ctx = ExperimentContext(name, base, seeds, out, quick, command, quick_over)
     result = EXPERIMENTS[name](ctx)
     result = {
         "name": name,
@@ -105,8 +109,6 @@ def cmd_experiment(argv: Sequence[str]) -> dict[str, Any]:
     """``jaxrec experiment NAME --config FILE --seeds 3 --out DIR [--quick] [--config.a.b=v]``."""
     from absl import flags
 
-    from jaxrec.cli import _parse
-
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
         raise SystemExit(USAGE)
@@ -119,7 +121,7 @@ def cmd_experiment(argv: Sequence[str]) -> dict[str, Any]:
         flags.DEFINE_integer("seeds", 3, "seeds per arm", lower_bound=1, flag_values=f)
         flags.DEFINE_bool("quick", False, "tiny CI-sized version", flag_values=f)
 
-    fv = _parse(rest, define)
+    fv = parse_flags(rest, define)
     command = "jaxrec experiment " + shlex.join([name, *rest])
     return run_experiment(name, fv.config, fv.seeds, Path(fv.out), quick=fv.quick, command=command)
 

@@ -17,14 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from jaxrec.experiments import common
-from jaxrec.experiments.common import Arm, Report, fmt, fmt_ms
+from jaxrec.experiments import plots
+from jaxrec.experiments.markdown import MarkdownReport, finish
+from jaxrec.experiments.runner import Arm, ExperimentContext
 from jaxrec.experiments.skips import skip_types
+from jaxrec.experiments.stats import fmt, fmt_ms, metric_values
 
 MAX_POINTS = 20_000  # items drawn in the PCA scatter (a seeded sample beyond this)
 
 
 def cosine_matrix(table_TxD: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair of rows ``[T, T]``."""
     x = np.asarray(table_TxD, np.float64)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     x = x / np.maximum(norm, 1e-12)
@@ -54,7 +57,8 @@ def dominant_type(events: Any, labels: np.ndarray) -> np.ndarray:
     return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), -1)
 
 
-def run(ctx: common.Context) -> dict[str, Any]:
+def run(ctx: ExperimentContext) -> dict[str, Any]:
+    """Runs the ``embeddings`` experiment; returns its result."""
     from jaxrec.train import load_trained
 
     arm = Arm("base", "base config", {}, "the base config as given")
@@ -85,14 +89,14 @@ def run(ctx: common.Context) -> dict[str, Any]:
     heat = _heatmap(ctx, types, inputs, cos)
     scatter = _scatter(ctx, types, coords, dom, share)
 
-    report = Report(
+    report = MarkdownReport(
         f"Experiment `embeddings`: learned feedback and item embeddings ({ctx.seeds_text})"
     )
     report.heading("What this shows")
     report.text(_story(types, inputs, data.roles, cos))
     report.text(
         f"The model analysed: the base config, test pairwise accuracy "
-        f"{fmt_ms(common.metric_values(runs[arm.name], 'pairwise_accuracy'))} "
+        f"{fmt_ms(metric_values(runs[arm.name], 'pairwise_accuracy'))} "
         f"({ctx.spread_text.lower()})."
     )
     report.table(
@@ -100,8 +104,8 @@ def run(ctx: common.Context) -> dict[str, Any]:
         [
             [
                 arm.label,
-                fmt_ms(common.metric_values(runs[arm.name], "pairwise_accuracy")),
-                fmt_ms(common.metric_values(runs[arm.name], "hr@10")),
+                fmt_ms(metric_values(runs[arm.name], "pairwise_accuracy")),
+                fmt_ms(metric_values(runs[arm.name], "hr@10")),
             ]
         ],
     )
@@ -135,7 +139,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         + "."
     )
     report.image(scatter, "PCA of item embeddings by dominant feedback type")
-    return common.finish(ctx, report, [heat, scatter], runs, summary)
+    return finish(ctx, report, [heat, scatter], runs, summary)
 
 
 def _name(t: str, is_input: bool) -> str:
@@ -182,7 +186,7 @@ def _story(types, inputs, roles, cos) -> str:
 
 
 def _heatmap(ctx, types, inputs, cos):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     mean = cos.mean(axis=0)
     std = cos.std(axis=0, ddof=1) if cos.shape[0] > 1 else None
     n = len(types)
@@ -198,11 +202,11 @@ def _heatmap(ctx, types, inputs, cos):
             ax.text(b, a, text, ha="center", va="center", fontsize=9, color=color)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     ax.set_title(f"feedback-type embeddings, mean of {ctx.seeds_text}")
-    return common.save(fig, ctx.out / "embeddings_feedback_cosine.png")
+    return plots.save(fig, ctx.out / "embeddings_feedback_cosine.png")
 
 
 def _scatter(ctx, types, coords, dom, share):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     rng = np.random.default_rng(0)
     idx = np.arange(len(coords))
     if len(idx) > MAX_POINTS:
@@ -219,4 +223,4 @@ def _scatter(ctx, types, coords, dom, share):
     ax.legend(title="most received in training", fontsize=8, markerscale=3)
     ax.grid(alpha=0.3)
     ax.set_title("item embeddings (PCA), first seed")
-    return common.save(fig, ctx.out / "embeddings_items_pca.png")
+    return plots.save(fig, ctx.out / "embeddings_items_pca.png")

@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxrec.experiments import common
-from jaxrec.experiments.common import Arm, Report, fmt, fmt_ms, mean_std
+from jaxrec.experiments import plots
+from jaxrec.experiments.markdown import MarkdownReport, finish
+from jaxrec.experiments.runner import Arm, ExperimentContext
+from jaxrec.experiments.stats import fmt, fmt_ms, mean_std, metric_values
 
 FRACTIONS = (1.0, 0.5, 0.25, 0.1)
 QUICK_FRACTIONS = (1.0, 0.25)
@@ -26,6 +28,7 @@ TEST_KEY = "pairwise_accuracy"
 
 
 def arms(quick: bool, fractions: tuple[float, ...] | None = None) -> list[Arm]:
+    """One arm per kept fraction of the training negatives (the first keeps them all)."""
     fractions = fractions or (QUICK_FRACTIONS if quick else FRACTIONS)
     return [
         Arm(
@@ -52,7 +55,7 @@ def history_shares(events: Any, labels: np.ndarray, context_N: np.ndarray) -> np
     return np.where(total > 0, counts / np.maximum(total, 1), np.nan)
 
 
-def sequence_scores(ctx: common.Context, arm: Arm, k: int) -> dict[str, Any]:
+def sequence_scores(ctx: ExperimentContext, arm: Arm, k: int) -> dict[str, Any]:
     """The evaluator's test-window scores of one finished run, with each sequence's shares."""
     from jaxrec.eval.evaluator import Evaluator
     from jaxrec.train import load_trained
@@ -101,7 +104,8 @@ def bucket_accuracy(per_seed: list[dict[str, Any]], neg_type: str) -> list[dict[
     return out
 
 
-def run(ctx: common.Context) -> dict[str, Any]:
+def run(ctx: ExperimentContext) -> dict[str, Any]:
+    """Runs the ``feedback_mix`` experiment; returns its result."""
     from jaxrec.eval.metrics import pairwise_accuracy
 
     arm_list = arms(ctx.quick)
@@ -119,8 +123,8 @@ def run(ctx: common.Context) -> dict[str, Any]:
     frac = {
         a.name: {
             "fraction": float(a.overrides["data.negative_keep_fraction"]),
-            "pairwise_accuracy": common.metric_values(runs[a.name], TEST_KEY),
-            "pairwise_accuracy_all": common.metric_values(runs[a.name], "pairwise_accuracy_all"),
+            "pairwise_accuracy": metric_values(runs[a.name], TEST_KEY),
+            "pairwise_accuracy_all": metric_values(runs[a.name], "pairwise_accuracy_all"),
             "explicit_negatives": [
                 float(r.data_report.get("explicit_negatives", float("nan"))) for r in runs[a.name]
             ],
@@ -138,7 +142,9 @@ def run(ctx: common.Context) -> dict[str, Any]:
     }
 
     plot = _plot(ctx, arm_list, neg_types, buckets, frac, overall)
-    report = Report(f"Experiment `feedback_mix`: robustness to the feedback mix ({ctx.seeds_text})")
+    report = MarkdownReport(
+        f"Experiment `feedback_mix`: robustness to the feedback mix ({ctx.seeds_text})"
+    )
     report.heading("What this shows")
     report.text(_story(neg_types, buckets, frac, arm_list, overall))
     report.heading("(a) Accuracy by each sequence's share of negative feedback")
@@ -148,7 +154,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         f"pooled shares). Pairwise accuracy over the covered sequences of each bucket, mean ± std "
         f"over {ctx.seeds_text}; sequences and pairs per seed. Over all buckets the scores "
         f"give {fmt_ms(overall)}, the runs' `eval_test.json` pairwise accuracy "
-        f"{fmt_ms(common.metric_values(runs[full.name], TEST_KEY))}."
+        f"{fmt_ms(metric_values(runs[full.name], TEST_KEY))}."
     )
     for t in neg_types:
         report.table(
@@ -193,7 +199,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "entirely (not targets, not history tokens); validation and test windows are unchanged."
     )
     report.image(plot, "accuracy by negative share and by kept fraction")
-    return common.finish(ctx, report, [plot], runs, summary)
+    return finish(ctx, report, [plot], runs, summary)
 
 
 def _story(neg_types, buckets, frac, arm_list, overall) -> str:
@@ -223,7 +229,7 @@ def _story(neg_types, buckets, frac, arm_list, overall) -> str:
 
 
 def _plot(ctx, arm_list, neg_types, buckets, frac, overall):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
     for t in neg_types:
@@ -259,4 +265,4 @@ def _plot(ctx, arm_list, neg_types, buckets, frac, overall):
     ax.legend(fontsize=8)
     ax.set_title("(b) by kept fraction of training negatives")
     fig.suptitle(f"feedback_mix: mean ± std over {ctx.seeds_text}")
-    return common.save(fig, ctx.out / "feedback_mix.png")
+    return plots.save(fig, ctx.out / "feedback_mix.png")

@@ -14,8 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from jaxrec.experiments import common
-from jaxrec.experiments.common import Arm, Report, fmt, fmt_ms, mean_std, pct, signed_pct
+from jaxrec.experiments import plots
+from jaxrec.experiments.markdown import MarkdownReport, finish
+from jaxrec.experiments.overrides import get_path
+from jaxrec.experiments.runner import Arm, ExperimentContext
+from jaxrec.experiments.stats import (
+    curves,
+    describe_list,
+    fmt,
+    fmt_ms,
+    fmt_secs,
+    mean_std,
+    metric_values,
+    pct,
+    signed_pct,
+)
 
 KEY = "valid/pairwise_accuracy"
 TEST_KEY = "pairwise_accuracy"
@@ -28,9 +41,10 @@ RESPONSIVENESS_NEIGHBOURS = 10  # nearest items (by item embedding) also watched
 
 
 def arms(base: Any, quick: bool) -> list[Arm]:
+    """The random-only, explicit-only and both-negatives arms (and the contrast arms)."""
     k = int(base.loss.num_random_negatives) or (16 if quick else DEFAULT_K)
     # hardest-of-N needs random draws; the explicit-only arm has none.
-    no_hardest = {"loss.hardest_of": 0} if common.get_path(base, "loss.hardest_of", 0) else {}
+    no_hardest = {"loss.hardest_of": 0} if get_path(base, "loss.hardest_of", 0) else {}
     out = [
         Arm(
             "random_only",
@@ -94,7 +108,8 @@ def _first_reach(values: np.ndarray, target: float) -> int | None:
     return int(hit[0]) if len(hit) else None
 
 
-def run(ctx: common.Context) -> dict[str, Any]:
+def run(ctx: ExperimentContext) -> dict[str, Any]:
+    """Runs the ``negatives`` experiment; returns its result."""
     steps_total = int(ctx.base.train.steps)
     every = max(1, steps_total // CURVE_POINTS)
     ctx.common = {"train.eval_every": every}
@@ -103,13 +118,13 @@ def run(ctx: common.Context) -> dict[str, Any]:
     hr_key = f"hr@{int(ctx.base.eval.k)}"
     ref_name = arm_list[0].name
 
-    curves = {a.name: common.curves(runs[a.name], KEY) for a in arm_list}
-    _, ref_vals, _ = curves[ref_name]
+    arm_curves = {a.name: curves(runs[a.name], KEY) for a in arm_list}
+    _, ref_vals, _ = arm_curves[ref_name]
     targets = np.nanmax(ref_vals, axis=1)  # per seed: the random-only run's best
 
     summary: dict[str, Any] = {"targets": targets.tolist(), "hr_key": hr_key, "arms": {}}
     for a in arm_list:
-        steps, vals, secs = curves[a.name]
+        steps, vals, secs = arm_curves[a.name]
         reach_steps, reach_secs = [], []
         for s in range(ctx.seeds):
             i = _first_reach(vals[s], targets[s])
@@ -117,8 +132,8 @@ def run(ctx: common.Context) -> dict[str, Any]:
             reach_secs.append(None if i is None else float(secs[s, i]))
         summary["arms"][a.name] = {
             "label": a.label,
-            "test_pairwise_accuracy": common.metric_values(runs[a.name], TEST_KEY),
-            "test_hr": common.metric_values(runs[a.name], hr_key),
+            "test_pairwise_accuracy": metric_values(runs[a.name], TEST_KEY),
+            "test_hr": metric_values(runs[a.name], hr_key),
             "best_valid_pairwise_accuracy": np.nanmax(vals, axis=1).tolist(),
             "steps_to_target": reach_steps,
             "seconds_to_target": reach_secs,
@@ -136,9 +151,11 @@ def run(ctx: common.Context) -> dict[str, Any]:
         s["steps_fraction"] = _ratio(_mean_reached(s["steps_to_target"]), ref_steps)
         s["seconds_fraction"] = _ratio(_mean_reached(s["seconds_to_target"]), ref_secs)
 
-    plot = _plot(ctx, arm_list, curves, summary, targets)
+    plot = _plot(ctx, arm_list, arm_curves, summary, targets)
     select = ctx.base.train.get("select", "last")
-    report = Report(f"Experiment `negatives`: which negatives to train on ({ctx.seeds_text})")
+    report = MarkdownReport(
+        f"Experiment `negatives`: which negatives to train on ({ctx.seeds_text})"
+    )
     report.heading("What this shows")
     report.text(_story(arm_list, summary, steps_total, ctx.seeds))
     report.heading("Results")
@@ -179,10 +196,10 @@ def run(ctx: common.Context) -> dict[str, Any]:
     report.image(tradeoff, f"test pairwise accuracy vs test {hr_key} per arm and baseline")
     summary["responsiveness"] = _responsiveness(ctx, arm_list)
     _report_responsiveness(report, arm_list, summary["responsiveness"], ctx)
-    return common.finish(ctx, report, [plot, tradeoff], runs, summary)
+    return finish(ctx, report, [plot, tradeoff], runs, summary)
 
 
-def _responsiveness(ctx: common.Context, arm_list: list[Arm]) -> dict[str, Any]:
+def _responsiveness(ctx: ExperimentContext, arm_list: list[Arm]) -> dict[str, Any]:
     """Per arm and seed: the reaction of the run's selected model to a thumbs-down on its
     current top-1 item (:func:`jaxrec.eval.responsiveness.responsiveness_report`), on at most
     ``RESPONSIVENESS_SEQUENCES`` test histories."""
@@ -222,7 +239,7 @@ def _responsiveness(ctx: common.Context, arm_list: list[Arm]) -> dict[str, Any]:
 
 
 def _report_responsiveness(
-    report: Report, arm_list: list[Arm], r: dict[str, Any], ctx: common.Context
+    report: MarkdownReport, arm_list: list[Arm], r: dict[str, Any], ctx: ExperimentContext
 ) -> None:
     k = r["k"]
     report.heading("Responsiveness to a thumbs-down")
@@ -261,7 +278,7 @@ def _report_responsiveness(
             observed = f" Here every arm reacted alike (top-1 leaving the top-{k}: {fmt(low, 3)})."
         else:
             observed = (
-                f" Here {common.describe_list([f'**{n}**' for n in least])} reacted least "
+                f" Here {describe_list([f'**{n}**' for n in least])} reacted least "
                 f"(top-1 leaving the top-{k}: {fmt(low, 3)})."
             )
     report.text(
@@ -278,11 +295,11 @@ def _report_responsiveness(
 
 
 def _plot_tradeoff(ctx, arm_list, runs, hr_key):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     for i, a in enumerate(arm_list):
-        pa = mean_std(common.metric_values(runs[a.name], TEST_KEY))
-        hr = mean_std(common.metric_values(runs[a.name], hr_key))
+        pa = mean_std(metric_values(runs[a.name], TEST_KEY))
+        hr = mean_std(metric_values(runs[a.name], hr_key))
         xerr = hr[1] if math.isfinite(hr[1]) else 0.0
         yerr = pa[1] if math.isfinite(pa[1]) else 0.0
         ax.errorbar(hr[0], pa[0], xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", label=a.label)
@@ -300,7 +317,7 @@ def _plot_tradeoff(ctx, arm_list, runs, hr_key):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle(f"negatives: the trade-off ({ctx.seeds_text})")
-    return common.save(fig, ctx.out / "negatives_tradeoff.png")
+    return plots.save(fig, ctx.out / "negatives_tradeoff.png")
 
 
 def _mean_reached(values: list[float | None]) -> float:
@@ -316,7 +333,7 @@ def _reach_text(values: list[float | None], fraction: float, seconds: bool) -> s
     got = [v for v in values if v is not None]
     if not got:
         return "never"
-    text = common.fmt_secs(got) if seconds else fmt_ms(got, 0)
+    text = fmt_secs(got) if seconds else fmt_ms(got, 0)
     if len(got) < len(values):
         return f"{text} ({len(got)}/{len(values)} seeds)"
     return f"{text} ({pct(fraction)})" if math.isfinite(fraction) else text
@@ -330,7 +347,7 @@ def _row(arm: Arm, s: dict[str, Any], is_ref: bool, seeds: int) -> list[str]:
         fmt_ms(s["best_valid_pairwise_accuracy"]),
         _reach_text(s["steps_to_target"], s["steps_fraction"], False),
         _reach_text(s["seconds_to_target"], s["seconds_fraction"], True),
-        common.fmt_secs(s["train_seconds"]),
+        fmt_secs(s["train_seconds"]),
         fmt_ms(s["test_hr"]),
     ]
 
@@ -377,13 +394,13 @@ def _story(arm_list: list[Arm], summary: dict[str, Any], steps_total: int, seeds
     return " ".join(lines)
 
 
-def _plot(ctx, arm_list, curves, summary, targets):
-    plt = common.pyplot()
+def _plot(ctx, arm_list, arm_curves, summary, targets):
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for a in arm_list:
-        steps, vals, secs = curves[a.name]
-        common.band(axes[0], steps, vals, a.label)
-        common.band(axes[1], np.nanmean(secs, axis=0), vals, a.label)
+        steps, vals, secs = arm_curves[a.name]
+        plots.band(axes[0], steps, vals, a.label)
+        plots.band(axes[1], np.nanmean(secs, axis=0), vals, a.label)
     for ax, xlabel in ((axes[0], "training step"), (axes[1], "training seconds (mean)")):
         ax.axhline(np.mean(targets), color="grey", ls="--", lw=1, label="random-only best")
         ax.set_xlabel(xlabel)
@@ -404,4 +421,4 @@ def _plot(ctx, arm_list, curves, summary, targets):
     axes[2].grid(alpha=0.3, axis="y")
     shade = ", shaded ±1 std" if ctx.seeds > 1 else ""
     fig.suptitle(f"negatives: mean over {ctx.seeds_text}{shade}")
-    return common.save(fig, ctx.out / "negatives.png")
+    return plots.save(fig, ctx.out / "negatives.png")

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from jaxrec.experiments import common
-from jaxrec.experiments.common import Arm, Report, fmt, fmt_ms, mean_std
+from jaxrec.experiments import plots
+from jaxrec.experiments.markdown import MarkdownReport, finish
+from jaxrec.experiments.overrides import get_path
+from jaxrec.experiments.runner import Arm, ExperimentContext
+from jaxrec.experiments.stats import fmt, fmt_ms, mean_std, metric_values
 
 DEFAULT_NS = (1, 4, 16, 64, 256, 1024)
 QUICK_NS = (1, 4, 16)
@@ -43,7 +46,7 @@ def sweep_overrides(n: int, base: Any) -> dict[str, Any]:
     of 1" is one uncorrected random negative, not a catalog estimate with +log |I| on it.
     """
     over: dict[str, Any] = {"loss.explicit_negatives": False, "loss.logq_correction": False}
-    has_hardest = common.get_path(base, "loss.hardest_of", None) is not None
+    has_hardest = get_path(base, "loss.hardest_of", None) is not None
     if SAMPLING == "hardest_of" and n > HARDEST_KEEP:
         over.update({"loss.num_random_negatives": HARDEST_KEEP, "loss.hardest_of": n})
     else:
@@ -54,8 +57,9 @@ def sweep_overrides(n: int, base: Any) -> dict[str, Any]:
 
 
 def explicit_overrides(base: Any) -> dict[str, Any]:
+    """Overrides of the explicit-negatives-only reference arm."""
     over: dict[str, Any] = {"loss.num_random_negatives": 0, "loss.explicit_negatives": True}
-    if common.get_path(base, "loss.hardest_of", 0):
+    if get_path(base, "loss.hardest_of", 0):
         over["loss.hardest_of"] = 0
     return over
 
@@ -70,6 +74,7 @@ def _what(n: int) -> str:
 
 
 def arms(base: Any, quick: bool, ns: tuple[int, ...] | None = None) -> list[Arm]:
+    """One arm per number N of random negatives, then the explicit-negatives arm."""
     ns = ns or (QUICK_NS if quick else DEFAULT_NS)
     out = [Arm(f"n{n}", f"N={n}", sweep_overrides(n, base), _what(n)) for n in ns]
     out.append(
@@ -78,12 +83,13 @@ def arms(base: Any, quick: bool, ns: tuple[int, ...] | None = None) -> list[Arm]
     return out
 
 
-def run(ctx: common.Context) -> dict[str, Any]:
+def run(ctx: ExperimentContext) -> dict[str, Any]:
+    """Runs the ``num_random_negatives`` experiment; returns its result."""
     arm_list = arms(ctx.base, ctx.quick)
     runs = ctx.run_arms(arm_list)
     sweep, line = arm_list[:-1], arm_list[-1]
     ns = [int(a.name[1:]) for a in sweep]
-    acc = {a.name: common.metric_values(runs[a.name], TEST_KEY) for a in arm_list}
+    acc = {a.name: metric_values(runs[a.name], TEST_KEY) for a in arm_list}
     means = np.array([mean_std(acc[a.name])[0] for a in sweep])
     peak = int(np.nanargmax(means)) if np.isfinite(means).any() else 0
     line_mean = mean_std(acc[line.name])[0]
@@ -97,7 +103,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "explicit_accuracy": line_mean,
     }
     plot = _plot(ctx, sweep, line, ns, acc)
-    report = Report(
+    report = MarkdownReport(
         f"Experiment `num_random_negatives`: more random negatives vs real ones ({ctx.seeds_text})"
     )
     report.heading("What this shows")
@@ -112,7 +118,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
                 a.note,
                 fmt_ms(acc[a.name]),
                 f"{100 * (m - line_mean):+.2f} pts" if a is not line else "reference",
-                fmt_ms(common.metric_values(runs[a.name], "hr@10")),
+                fmt_ms(metric_values(runs[a.name], "hr@10")),
             ]
         )
     report.table(["arm", "negatives", "test pairwise accuracy", "vs explicit", "test hr@10"], rows)
@@ -126,7 +132,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         )
     )
     report.image(plot, "test pairwise accuracy vs N")
-    return common.finish(ctx, report, [plot], runs, summary)
+    return finish(ctx, report, [plot], runs, summary)
 
 
 def _story(ns: list[int], means: np.ndarray, peak: int, line: float) -> str:
@@ -151,7 +157,7 @@ def _story(ns: list[int], means: np.ndarray, peak: int, line: float) -> str:
 
 
 def _plot(ctx, sweep, line, ns, acc):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     stats = [mean_std(acc[a.name]) for a in sweep]
     means = np.array([s[0] for s in stats])
@@ -171,4 +177,4 @@ def _plot(ctx, sweep, line, ns, acc):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"num_random_negatives: mean ± std over {ctx.seeds_text}")
-    return common.save(fig, ctx.out / "num_random_negatives.png")
+    return plots.save(fig, ctx.out / "num_random_negatives.png")

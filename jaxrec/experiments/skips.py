@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from jaxrec.data import feedback_types
-from jaxrec.experiments import common
-from jaxrec.experiments.common import Arm, Report, describe_list, fmt, fmt_ms, mean_std
+from jaxrec.experiments import plots
+from jaxrec.experiments.markdown import MarkdownReport, finish
+from jaxrec.experiments.runner import Arm, ExperimentContext
+from jaxrec.experiments.stats import describe_list, fmt, fmt_ms, mean_std, metric_values
 
 METRICS = ("user_coverage", "pairwise_accuracy", "pairwise_accuracy_all")
 
@@ -47,6 +49,7 @@ def toggled_types(base: Any) -> tuple[tuple[str, ...], str]:
 
 
 def arms(base: Any) -> tuple[list[Arm], tuple[str, ...], str]:
+    """The without/with skip-input arms, the toggled types and why they were chosen."""
     toggled, why = toggled_types(base)
     types = tuple(feedback_types(base.data))
     given = tuple(base.feedback.input)
@@ -78,17 +81,16 @@ def arms(base: Any) -> tuple[list[Arm], tuple[str, ...], str]:
     )
 
 
-def run(ctx: common.Context) -> dict[str, Any]:
+def run(ctx: ExperimentContext) -> dict[str, Any]:
+    """Runs the ``skip_inputs`` experiment; returns its result."""
     arm_list, toggled, why = arms(ctx.base)
     runs = ctx.run_arms(arm_list)
     summary = {
         "toggled_types": list(toggled),
-        "arms": {
-            a.name: {m: common.metric_values(runs[a.name], m) for m in METRICS} for a in arm_list
-        },
+        "arms": {a.name: {m: metric_values(runs[a.name], m) for m in METRICS} for a in arm_list},
     }
     plot = _plot(ctx, arm_list, summary)
-    report = Report(f"Experiment `skip_inputs`: skips as input tokens ({ctx.seeds_text})")
+    report = MarkdownReport(f"Experiment `skip_inputs`: skips as input tokens ({ctx.seeds_text})")
     report.heading("What this shows")
     report.text(_story(arm_list, summary, why))
     report.heading("Results")
@@ -99,7 +101,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
                 a.label,
                 ", ".join(a.overrides["feedback.input"]),
                 *(fmt_ms(summary["arms"][a.name][m]) for m in METRICS),
-                fmt_ms(common.metric_values(runs[a.name], "sequences"), 0),
+                fmt_ms(metric_values(runs[a.name], "sequences"), 0),
             ]
             for a in arm_list
         ],
@@ -112,7 +114,7 @@ def run(ctx: common.Context) -> dict[str, Any]:
         "coin flips (0.5), so it rewards coverage."
     )
     report.image(plot, "coverage and accuracy with and without skip inputs")
-    return common.finish(ctx, report, [plot], runs, summary)
+    return finish(ctx, report, [plot], runs, summary)
 
 
 def _story(arm_list: list[Arm], summary: dict[str, Any], why: str) -> str:
@@ -141,7 +143,7 @@ def _story(arm_list: list[Arm], summary: dict[str, Any], why: str) -> str:
 
 
 def _plot(ctx, arm_list, summary):
-    plt = common.pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(METRICS))
     width = 0.38
@@ -156,4 +158,4 @@ def _plot(ctx, arm_list, summary):
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(f"skip_inputs: test metrics, mean over {ctx.seeds_text}")
-    return common.save(fig, ctx.out / "skip_inputs.png")
+    return plots.save(fig, ctx.out / "skip_inputs.png")

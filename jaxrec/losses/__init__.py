@@ -16,9 +16,9 @@ from jaxrec.losses.config import (
     default_loss_fields,
     validate_loss_config,
 )
-from jaxrec.losses.family import (
-    LossTargets,
-    compute_loss,
+from jaxrec.losses.family import LossTargets, compute_loss, score_targets
+from jaxrec.losses.kernel import chunked_lse, dense_lse, pallas_lse, safe_logsumexp, softmax_lse
+from jaxrec.losses.sampling import (
     draw_random_negatives,
     gbce_beta,
     in_batch_log_q,
@@ -28,7 +28,7 @@ from jaxrec.losses.family import (
     sample_uniform_negatives,
     select_hardest,
 )
-from jaxrec.losses.kernel import chunked_lse, dense_lse, pallas_lse, safe_logsumexp, softmax_lse
+from jaxrec.losses.terms import appeal_term
 
 __all__ = [
     "KERNELS",
@@ -36,8 +36,10 @@ __all__ = [
     "SAMPLERS",
     "LossConfig",
     "LossTargets",
+    "appeal_term",
     "chunked_lse",
     "compute_loss",
+    "score_targets",
     "default_loss_fields",
     "dense_lse",
     "draw_random_negatives",

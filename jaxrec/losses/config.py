@@ -32,6 +32,8 @@ class LossConfig:
     # The explicit contrast: the positive against the position's explicit negatives alone.
     contrast_weight: float = 0.0
     contrast_type: str = "softmax"
+    # The appeal head's BCE on the next W events (liked vs disliked once played).
+    appeal_weight: float = 0.0
     # The sampled (random-negatives) term.
     type: str = "softmax"
     num_random_negatives: int = 128
@@ -115,6 +117,7 @@ def validate_loss_config(cfg: Any) -> None:
         "sampled_weight",
         "ntr_weight",
         "contrast_weight",
+        "appeal_weight",
     ):
         _weight(cfg, f)
     _weight(cfg, "explicit_weight")
@@ -155,10 +158,10 @@ def validate_loss_config(cfg: Any) -> None:
             _is_int(b) and b >= 8 and b % 8 == 0, f, f"must be a positive multiple of 8, got {b!r}"
         )
     _check(
-        bool(cfg.active_terms()) or cfg.contrast_weight > 0,
+        bool(cfg.active_terms()) or cfg.contrast_weight > 0 or cfg.appeal_weight > 0,
         "sampled_weight",
         "no loss term is on: set one of loss.full_softmax_weight, loss.in_batch_weight, "
-        "loss.sampled_weight, loss.contrast_weight > 0",
+        "loss.sampled_weight, loss.contrast_weight, loss.appeal_weight > 0",
     )
     if cfg.sampled_weight > 0:
         _check(

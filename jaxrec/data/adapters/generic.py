@@ -22,7 +22,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jaxrec.data.adapters import _core as core
+from jaxrec.data.adapters.bad_rows import Rows, check_options
+from jaxrec.data.adapters.columns import (
+    as_array,
+    float_column,
+    id_column,
+    missing,
+    np_bool,
+    timestamp_column,
+    trimmed,
+)
+from jaxrec.data.adapters.grouping import flag_backwards, group_codes, pair_codes, positions
+from jaxrec.data.adapters.reading import first_line_fields, read_delimited, require_columns
+from jaxrec.data.adapters.tables import build_table
 from jaxrec.data.events import COLUMNS, DataError
 from jaxrec.data.report import Report
 
@@ -44,11 +56,11 @@ def feedback_types(source: str, options: Options) -> tuple[str, ...]:
     if given is None:
         return tuple(produced)
     given = tuple(str(g) for g in given)
-    missing = [p for p in produced if p not in given]
-    if missing or len(set(given)) != len(given):
+    absent = [p for p in produced if p not in given]
+    if absent or len(set(given)) != len(given):
         raise ValueError(
             f"{source}: feedback_types {list(given)} must list each type once and include "
-            f"every mapped type (missing {missing})"
+            f"every mapped type (missing {absent})"
         )
     return given
 
@@ -94,10 +106,10 @@ def _columns(source: str, options: Options) -> dict[str, Any]:
     if not isinstance(cols, Mapping):
         raise ValueError(f'{source}: option "columns" (event column -> source column) is required')
     unknown = sorted(set(cols) - set(COLUMNS))
-    missing = [c for c in _REQUIRED if c not in cols]
-    if unknown or missing:
+    absent = [c for c in _REQUIRED if c not in cols]
+    if unknown or absent:
         raise ValueError(
-            f"{source}: columns: unknown event column(s) {unknown}, missing {missing}; "
+            f"{source}: columns: unknown event column(s) {unknown}, missing {absent}; "
             f"event columns are {COLUMNS}"
         )
     return dict(cols)
@@ -105,7 +117,7 @@ def _columns(source: str, options: Options) -> dict[str, Any]:
 
 def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
     """Any delimited text file, described by ``options`` (see the module docstring)."""
-    opts = core.check_options("csv", options, (*_COMMON, "delimiter", "header"))
+    opts = check_options("csv", options, (*_COMMON, "delimiter", "header"))
     cols = _columns("csv", opts)
     types = feedback_types("csv", opts)
     path = Path(path)
@@ -114,18 +126,18 @@ def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Repor
         raise ValueError(f"csv: delimiter must be one character, got {delimiter!r}")
     report = Report("csv", str(path), "line")
     if opts.get("header", True):
-        tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter)
+        tt = read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter)
     else:
-        n = len(core.first_line_fields(path, delimiter))
+        n = len(first_line_fields(path, delimiter))
         names = [str(i) for i in range(n)]
         cols = {k: str(v) for k, v in cols.items()}
-        tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter, names=names)
+        tt = read_delimited(path, report, opts["on_bad_row"], delimiter=delimiter, names=names)
     return _convert(tt.table, tt.rows, path, cols, types, opts), report
 
 
 def load_parquet(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
     """A Parquet file or directory, described by ``options``; rows are numbered from 0."""
-    opts = core.check_options("parquet", options, _COMMON)
+    opts = check_options("parquet", options, _COMMON)
     cols = _columns("parquet", opts)
     types = feedback_types("parquet", opts)
     path = Path(path)
@@ -137,46 +149,44 @@ def load_parquet(path: str | Path, options: Options = None) -> tuple[pa.Table, R
         )
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: cannot read as Parquet: {e}") from e
-    core.require_columns(path, schema.names, list(cols.values()))
+    require_columns(path, schema.names, list(cols.values()))
     try:
         table = pq.read_table(str(path), columns=sorted(set(cols.values())))
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"{path}: cannot read as Parquet: {e}") from e
     report = Report("parquet", str(path), "row", rows_in=table.num_rows)
-    rows = core.Rows(report, table.num_rows, opts["on_bad_row"], lambda idx: idx)
+    rows = Rows(report, table.num_rows, opts["on_bad_row"], lambda idx: idx)
     return _convert(table, rows, path, cols, types, opts), report
 
 
 def _convert(
     t: pa.Table,
-    rows: core.Rows,
+    rows: Rows,
     path: Path,
     cols: dict[str, Any],
     types: tuple[str, ...],
     opts: dict[str, Any],
 ) -> pa.Table:
-    core.require_columns(path, t.column_names, list(cols.values()))
+    require_columns(path, t.column_names, list(cols.values()))
     id_types = _id_types(opts.get("id_type", "auto"))
-    user = core.id_column(rows, t[cols["user_id"]], "user_id", id_types["user_id"])
-    user_keys = core.group_codes(user)
+    user = id_column(rows, t[cols["user_id"]], "user_id", id_types["user_id"])
+    user_keys = group_codes(user)
     if "context_id" in cols:
-        context = core.id_column(rows, t[cols["context_id"]], "context_id", id_types["context_id"])
-        seq_keys = core.pair_codes(user_keys, core.group_codes(context))
+        context = id_column(rows, t[cols["context_id"]], "context_id", id_types["context_id"])
+        seq_keys = pair_codes(user_keys, group_codes(context))
     else:
         context, seq_keys = user, user_keys
     has_time = "timestamp" in cols
     if not has_time:
         # Counted before the other checks, so a dropped row leaves a gap rather than vanishing.
-        ts = core.positions(user_keys, rows.keep)
-    item = core.id_column(rows, t[cols["item_id"]], "item_id", id_types["item_id"])
+        ts = positions(user_keys, rows.keep)
+    item = id_column(rows, t[cols["item_id"]], "item_id", id_types["item_id"])
     if has_time:
-        ts = core.timestamp_column(
-            rows, t[cols["timestamp"]], "timestamp", opts.get("timestamp_format")
-        )
+        ts = timestamp_column(rows, t[cols["timestamp"]], "timestamp", opts.get("timestamp_format"))
     feedback = _feedback(rows, t[cols["feedback"]], _feedback_spec("", opts), types)
     if has_time:
-        core.flag_backwards(rows, seq_keys, ts, "timestamp")
-    return core.build_table(
+        flag_backwards(rows, seq_keys, ts, "timestamp")
+    return build_table(
         rows,
         user=user,
         context=context,
@@ -203,19 +213,19 @@ def _id_types(spec: Any) -> dict[str, str]:
 
 
 def _feedback(
-    rows: core.Rows, col: pa.Array | pa.ChunkedArray, spec: dict[str, Any], types: tuple[str, ...]
+    rows: Rows, col: pa.Array | pa.ChunkedArray, spec: dict[str, Any], types: tuple[str, ...]
 ) -> np.ndarray:
-    col = core.as_array(col)
+    col = as_array(col)
     code_of = np.array([types.index(n) for n in spec["types"]], dtype=np.int64)
     if spec["kind"] == "values":
-        rows.reject(core.missing(col), "missing feedback", "feedback", col)
-        s = core.trimmed(col)
+        rows.reject(missing(col), "missing feedback", "feedback", col)
+        s = trimmed(col)
         idx = pc.index_in(s, value_set=pa.array(spec["keys"], pa.string()))
-        known = core.np_bool(idx.is_valid())
+        known = np_bool(idx.is_valid())
         rows.reject(~known, "unknown feedback value", "feedback", col)
         pos = np.asarray(pc.fill_null(idx, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
         return code_of[pos]
-    v = core.float_column(rows, col, "feedback")
+    v = float_column(rows, col, "feedback")
     order = sorted(range(len(spec["pairs"])), key=lambda i: -spec["pairs"][i][0])
     out = np.full(rows.n, -1, dtype=np.int64)
     for i in order:  # highest threshold first; each row takes the first it reaches

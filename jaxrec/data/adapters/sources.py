@@ -11,7 +11,37 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jaxrec.data.adapters import _core as core
+from jaxrec.data.adapters.bad_rows import Rows, check_options
+from jaxrec.data.adapters.columns import (
+    as_array,
+    float_column,
+    id_column,
+    int_column,
+    list_fields,
+    list_layout,
+    lookup_codes,
+    missing,
+    np_bool,
+    parse_bool,
+    parse_int,
+    timestamp_column,
+    trimmed,
+)
+from jaxrec.data.adapters.grouping import (
+    flag_backwards,
+    group_codes,
+    pair_codes,
+    positions,
+    previous_in_group,
+)
+from jaxrec.data.adapters.reading import (
+    first_line_fields,
+    read_delimited,
+    read_lines,
+    require_columns,
+    require_file,
+)
+from jaxrec.data.adapters.tables import build_table
 from jaxrec.data.report import Report
 
 MSSD_TYPES = ("complete", "partial", "skip")
@@ -30,39 +60,39 @@ def load_mssd(path: str | Path, options: Options = None) -> tuple[pa.Table, Repo
     One session is both user and context (MSSD has no user ids); timestamp = session_position;
     ``not_skipped`` -> complete, else ``skip_2`` -> skip, else partial. Extra columns are ignored.
     """
-    opts = core.check_options("mssd", options, ())
+    opts = check_options("mssd", options, ())
     path = Path(path)
     report = Report("mssd", str(path), "line")
-    tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=",")
+    tt = read_delimited(path, report, opts["on_bad_row"], delimiter=",")
     t, rows = tt.table, tt.rows
     need = ["session_id", "session_position", "track_id_clean", "skip_2", "not_skipped"]
-    core.require_columns(path, t.column_names, need)
-    session = core.id_column(rows, t["session_id"], "session_id", "string")
-    position = core.int_column(rows, t["session_position"], "session_position")
-    track = core.id_column(rows, t["track_id_clean"], "track_id_clean", "string")
+    require_columns(path, t.column_names, need)
+    session = id_column(rows, t["session_id"], "session_id", "string")
+    position = int_column(rows, t["session_position"], "session_position")
+    track = id_column(rows, t["track_id_clean"], "track_id_clean", "string")
     flags = {}
     for name in ("skip_1", "skip_2", "skip_3", "not_skipped"):
         if name not in t.column_names:
             continue
-        value, ok = core.parse_bool(core.trimmed(t[name]))
+        value, ok = parse_bool(trimmed(t[name]))
         if name in need:
-            rows.reject(core.missing(t[name]), f"missing {name}", name, t[name])
+            rows.reject(missing(t[name]), f"missing {name}", name, t[name])
             rows.reject(~ok, f"bad {name} (not true/false)", name, t[name])
         flags[name] = (value, ok)
     complete, skip = flags["not_skipped"][0], flags["skip_2"][0]
     feedback = np.where(complete, 0, np.where(skip, 2, 1))
     _flag_skip_nesting(rows, flags)
-    keys = core.group_codes(session)
+    keys = group_codes(session)
     if "session_length" in t.column_names:
-        length, ok = core.parse_int(core.trimmed(t["session_length"]))
+        length, ok = parse_int(trimmed(t["session_length"]))
         rows.flag(
             ok & ((position < 1) | (position > length)),
             "session_position outside 1..session_length (kept)",
             "session_position",
             t["session_position"],
         )
-    core.flag_backwards(rows, keys, position, "session_position")
-    table = core.build_table(
+    flag_backwards(rows, keys, position, "session_position")
+    table = build_table(
         rows,
         user=session,
         context=session,
@@ -80,7 +110,7 @@ def load_mssd(path: str | Path, options: Options = None) -> tuple[pa.Table, Repo
     return table, report
 
 
-def _flag_skip_nesting(rows: core.Rows, flags: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+def _flag_skip_nesting(rows: Rows, flags: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     # MSSD's flags are nested (skip_1 implies skip_2 implies skip_3; not_skipped excludes
     # them); a row breaking that is kept (the mapping only needs skip_2 and not_skipped).
     chain = [n for n in ("skip_1", "skip_2", "skip_3") if n in flags]
@@ -122,27 +152,27 @@ def load_spotify_sessions(path: str | Path, options: Options = None) -> tuple[pa
     (dropped rows keep their place, so gaps show where). skipped 0-1 -> skip, 2-3 -> partial,
     4 -> complete. ``previous_song`` is checked against the previous row of the same user.
     """
-    opts = core.check_options("spotify-sessions", options, ())
+    opts = check_options("spotify-sessions", options, ())
     path = Path(path)
     report = Report("spotify-sessions", str(path), "line")
-    tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=",")
+    tt = read_delimited(path, report, opts["on_bad_row"], delimiter=",")
     t, rows = tt.table, tt.rows
-    core.require_columns(path, t.column_names, ["user_id", "song_id", "skipped"])
-    user = core.int_column(rows, t["user_id"], "user_id", int32=True)
-    position = core.positions(user, rows.keep)
-    song = core.int_column(rows, t["song_id"], "song_id", int32=True)
+    require_columns(path, t.column_names, ["user_id", "song_id", "skipped"])
+    user = int_column(rows, t["user_id"], "user_id", int32=True)
+    position = positions(user, rows.keep)
+    song = int_column(rows, t["song_id"], "song_id", int32=True)
     if "previous_song" in t.column_names:
-        expected = core.previous_in_group(user, song, rows.keep, -1)
-        prev, ok = core.parse_int(core.trimmed(t["previous_song"]))
+        expected = previous_in_group(user, song, rows.keep, -1)
+        prev, ok = parse_int(trimmed(t["previous_song"]))
         rows.flag(
             ~ok | (prev != expected),
             "previous_song differs from the song_id of the user's previous row (kept)",
             "previous_song",
             t["previous_song"],
         )
-    skipped = core.int_column(rows, t["skipped"], "skipped")
-    feedback = core.lookup_codes(rows, skipped, _SKIPPED, "skipped", t["skipped"])
-    table = core.build_table(
+    skipped = int_column(rows, t["skipped"], "skipped")
+    feedback = lookup_codes(rows, skipped, _SKIPPED, "skipped", t["skipped"])
+    table = build_table(
         rows,
         user=user,
         context=user,
@@ -169,7 +199,7 @@ def load_piki(path: str | Path, options: Options = None) -> tuple[pa.Table, Repo
     content), ``columns`` (CSV only: event column -> CSV column, e.g. a ``context_id``;
     context defaults to the user), ``timestamp_format`` (CSV only, a strptime format).
     """
-    opts = core.check_options("piki", options, ("format", "columns", "timestamp_format"))
+    opts = check_options("piki", options, ("format", "columns", "timestamp_format"))
     path = Path(path)
     fmt = opts.get("format", "auto")
     if fmt == "auto":
@@ -188,7 +218,7 @@ def _sniff_piki(path: Path) -> str:
         return "histories"
     if path.suffix == ".csv":
         return "csv"
-    first = core.first_line_fields(path, ",")
+    first = first_line_fields(path, ",")
     return "csv" if len(first) > 1 else "histories"
 
 
@@ -200,23 +230,21 @@ def _piki_csv(path: Path, opts: dict[str, Any]) -> tuple[pa.Table, Report]:
     if unknown:
         raise ValueError(f"piki: unknown event column(s) in 'columns': {unknown}")
     columns.update(extra)
-    tt = core.read_delimited(path, report, opts["on_bad_row"], delimiter=",")
+    tt = read_delimited(path, report, opts["on_bad_row"], delimiter=",")
     t, rows = tt.table, tt.rows
-    core.require_columns(path, t.column_names, list(columns.values()))
-    user = core.int_column(rows, t[columns["user_id"]], "user_id", int32=True)
+    require_columns(path, t.column_names, list(columns.values()))
+    user = int_column(rows, t[columns["user_id"]], "user_id", int32=True)
     if "context_id" in columns:
-        context = core.id_column(rows, t[columns["context_id"]], "context_id", "auto")
-        ctx_keys = core.pair_codes(user, core.group_codes(context))
+        context = id_column(rows, t[columns["context_id"]], "context_id", "auto")
+        ctx_keys = pair_codes(user, group_codes(context))
     else:
         context, ctx_keys = user, user
-    item = core.int_column(rows, t[columns["item_id"]], "song_id", int32=True)
-    ts = core.timestamp_column(
-        rows, t[columns["timestamp"]], "timestamp", opts.get("timestamp_format")
-    )
-    liked = core.int_column(rows, t[columns["feedback"]], "liked")
-    feedback = core.lookup_codes(rows, liked, _PIKI_LIKED, "liked", t[columns["feedback"]])
-    core.flag_backwards(rows, ctx_keys, ts, "timestamp")
-    table = core.build_table(
+    item = int_column(rows, t[columns["item_id"]], "song_id", int32=True)
+    ts = timestamp_column(rows, t[columns["timestamp"]], "timestamp", opts.get("timestamp_format"))
+    liked = int_column(rows, t[columns["feedback"]], "liked")
+    feedback = lookup_codes(rows, liked, _PIKI_LIKED, "liked", t[columns["feedback"]])
+    flag_backwards(rows, ctx_keys, ts, "timestamp")
+    table = build_table(
         rows,
         user=user,
         context=context,
@@ -232,12 +260,12 @@ def _piki_histories(path: Path, opts: dict[str, Any]) -> tuple[pa.Table, Report]
     # Records here are (song, rating) pairs, not lines: a line yields one record per pair
     # (a dangling song is a pair missing its rating) or, with no pairs, one "no events" record.
     report = Report("piki", str(path), "line")
-    tt = core.read_lines(path, report, opts["on_bad_row"])
+    tt = read_lines(path, report, opts["on_bad_row"])
     line_rows = tt.rows
     kept_lines = np.flatnonzero(line_rows.keep)
-    lines = core.as_array(tt.table["line"]).take(pa.array(kept_lines))
+    lines = as_array(tt.table["line"]).take(pa.array(kept_lines))
     tokens = pc.utf8_split_whitespace(lines)
-    starts, ntok = core.list_layout(tokens)
+    starts, ntok = list_layout(tokens)
     npairs = np.maximum(1, ntok // 2)
     pair_line = np.repeat(np.arange(len(kept_lines)), npairs)
     first_pair = np.repeat(np.cumsum(npairs) - npairs, npairs)
@@ -245,32 +273,28 @@ def _piki_histories(path: Path, opts: dict[str, Any]) -> tuple[pa.Table, Report]
     n_start, n_tok = starts[pair_line], ntok[pair_line]
     zero = np.zeros(len(pair_line), dtype=np.int64)
     user_tok = (
-        core.list_fields(tokens, n_start, n_tok, zero)
-        if len(pair_line)
-        else pa.array([], pa.string())
+        list_fields(tokens, n_start, n_tok, zero) if len(pair_line) else pa.array([], pa.string())
     )
-    song_tok = core.list_fields(tokens, n_start, n_tok, 1 + 2 * j)
-    rating_tok = core.list_fields(tokens, n_start, n_tok, 2 + 2 * j)
+    song_tok = list_fields(tokens, n_start, n_tok, 1 + 2 * j)
+    rating_tok = list_fields(tokens, n_start, n_tok, 2 + 2 * j)
 
     report.rows_in = report.total_dropped + len(pair_line)
     src_rows = kept_lines[pair_line]
-    rows = core.Rows(
-        report, len(pair_line), opts["on_bad_row"], lambda i: line_rows.where(src_rows[i])
-    )
+    rows = Rows(report, len(pair_line), opts["on_bad_row"], lambda i: line_rows.where(src_rows[i]))
     rows.first_error = line_rows.first_error
     rows.reject(n_tok == 1, "user with no events (line holds only a user id)", "user_id", user_tok)
     user = _prefixed_int(rows, user_tok, "u", "user_id")
-    position = core.positions(user, rows.keep)
+    position = positions(user, rows.keep)
     song = _prefixed_int(rows, song_tok, "s", "song_id")
     rows.reject(
-        core.missing(rating_tok),
+        missing(rating_tok),
         "missing rating (song without a rating)",
         "rating",
         lambda i: f"nothing after {song_tok[i].as_py()}",
     )
-    rating = core.int_column(rows, rating_tok, "rating")
-    feedback = core.lookup_codes(rows, rating, _PIKI_RATING, "rating", rating_tok)
-    table = core.build_table(
+    rating = int_column(rows, rating_tok, "rating")
+    feedback = lookup_codes(rows, rating, _PIKI_RATING, "rating", rating_tok)
+    table = build_table(
         rows,
         user=user,
         context=user,
@@ -283,11 +307,11 @@ def _piki_histories(path: Path, opts: dict[str, Any]) -> tuple[pa.Table, Report]
     return table, report
 
 
-def _prefixed_int(rows: core.Rows, tok: pa.Array, prefix: str, field: str) -> np.ndarray:
-    ok = core.np_bool(pc.match_substring_regex(tok, f"^{prefix}-?[0-9]+$"))
+def _prefixed_int(rows: Rows, tok: pa.Array, prefix: str, field: str) -> np.ndarray:
+    ok = np_bool(pc.match_substring_regex(tok, f"^{prefix}-?[0-9]+$"))
     rows.reject(~ok, f"bad {field} (expected {prefix}<integer>)", field, tok)
     digits = pc.utf8_slice_codeunits(tok, 1)
-    return core.int_column(rows, digits, field, int32=True)
+    return int_column(rows, digits, field, int32=True)
 
 
 # ----------------------------------------------------------------------------- movielens
@@ -304,7 +328,7 @@ def load_movielens(path: str | Path, options: Options = None) -> tuple[pa.Table,
     thumbs_down, else neutral. options: ``format`` (``auto`` | ``u.data`` | ``inter`` | ``dat``
     | ``csv``), ``positive_min``, ``negative_max``.
     """
-    opts = core.check_options("movielens", options, ("format", "positive_min", "negative_max"))
+    opts = check_options("movielens", options, ("format", "positive_min", "negative_max"))
     pos_min = float(opts.get("positive_min", 4))
     neg_max = float(opts.get("negative_max", 2))
     if not neg_max < pos_min:
@@ -316,17 +340,17 @@ def load_movielens(path: str | Path, options: Options = None) -> tuple[pa.Table,
     report = Report("movielens", str(path), "line")
     bad = opts["on_bad_row"]
     if fmt == "u.data":
-        tt = core.read_delimited(path, report, bad, delimiter="\t", names=_ML_NAMES, quoting=False)
+        tt = read_delimited(path, report, bad, delimiter="\t", names=_ML_NAMES, quoting=False)
         t, rows = tt.table, tt.rows
     elif fmt == "inter":
-        tt = core.read_delimited(path, report, bad, delimiter="\t", quoting=False)
+        tt = read_delimited(path, report, bad, delimiter="\t", quoting=False)
         t, rows = tt.table, tt.rows
         t = t.rename_columns([n.split(":")[0] for n in t.column_names])
-        core.require_columns(path, t.column_names, ["user_id", "item_id", "rating"])
+        require_columns(path, t.column_names, ["user_id", "item_id", "rating"])
     elif fmt == "csv":
-        tt = core.read_delimited(path, report, bad, delimiter=",")
+        tt = read_delimited(path, report, bad, delimiter=",")
         t, rows = tt.table, tt.rows
-        core.require_columns(path, t.column_names, ["userId", "movieId", "rating"])
+        require_columns(path, t.column_names, ["userId", "movieId", "rating"])
         t = t.rename_columns([_ML_CSV.get(n, n) for n in t.column_names])
     elif fmt == "dat":
         t, rows = _read_dat(path, report, bad)
@@ -334,15 +358,15 @@ def load_movielens(path: str | Path, options: Options = None) -> tuple[pa.Table,
         raise ValueError(
             f"movielens: format must be 'auto', 'u.data', 'inter', 'dat' or 'csv', got {fmt!r}"
         )
-    user = core.int_column(rows, t["user_id"], "user_id", int32=True)
-    item = core.int_column(rows, t["item_id"], "item_id", int32=True)
+    user = int_column(rows, t["user_id"], "user_id", int32=True)
+    item = int_column(rows, t["item_id"], "item_id", int32=True)
     if "timestamp" in t.column_names:
-        ts = core.timestamp_column(rows, t["timestamp"], "timestamp")
+        ts = timestamp_column(rows, t["timestamp"], "timestamp")
     else:
-        ts = core.positions(user, rows.keep)
-    rating = core.float_column(rows, t["rating"], "rating")
+        ts = positions(user, rows.keep)
+    rating = float_column(rows, t["rating"], "rating")
     feedback = np.where(rating >= pos_min, 0, np.where(rating <= neg_max, 2, 1))
-    table = core.build_table(
+    table = build_table(
         rows,
         user=user,
         context=user,
@@ -358,7 +382,7 @@ def _sniff_movielens(path: Path) -> str:
     by_suffix = {".inter": "inter", ".dat": "dat", ".csv": "csv"}
     if path.suffix in by_suffix:
         return by_suffix[path.suffix]
-    core._require_file(path)
+    require_file(path)
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8", errors="replace")
     if "::" in first:
@@ -370,15 +394,15 @@ def _sniff_movielens(path: Path) -> str:
     return "u.data"
 
 
-def _read_dat(path: Path, report: Report, on_bad_row: str) -> tuple[pa.Table, core.Rows]:
-    tt = core.read_lines(path, report, on_bad_row)
+def _read_dat(path: Path, report: Report, on_bad_row: str) -> tuple[pa.Table, Rows]:
+    tt = read_lines(path, report, on_bad_row)
     rows = tt.rows
-    tokens = pc.split_pattern(core.as_array(tt.table["line"]), "::")
-    starts, ntok = core.list_layout(tokens)
+    tokens = pc.split_pattern(as_array(tt.table["line"]), "::")
+    starts, ntok = list_layout(tokens)
     line = tt.table["line"]
     rows.reject(ntok != 4, "malformed row (expected 4 '::'-separated fields)", None, line)
     cols = {
-        name: core.list_fields(tokens, starts, ntok, np.full(rows.n, k, dtype=np.int64))
+        name: list_fields(tokens, starts, ntok, np.full(rows.n, k, dtype=np.int64))
         for k, name in enumerate(_ML_NAMES)
     }
     return pa.table(cols), rows
