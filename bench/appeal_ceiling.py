@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrec.assembly import prepare_data
 from jaxrec.cli_args import load_config
 from jaxrec.eval.metrics import pairwise_accuracy
-from jaxrec.train import prepare_data
 
 
 def main() -> None:

@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import sharding
+from jaxrec.assembly import prepare_data
 from jaxrec.cli_args import CONFIGS_DIR, load_config
 from jaxrec.data import events, pipeline, simulator
 from jaxrec.data.sequences import Roles, build_examples, split_labels
-from jaxrec.train import TrainState, prepare_data
+from jaxrec.step import Trainer
 
 
 def prepare_throughput(n_events: int) -> None:
@@ -58,7 +59,7 @@ def pipeline_vs_step(steps: int) -> None:
     per_batch = (time.perf_counter() - t0) / (steps * 3)
 
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = TrainState(cfg, data, mesh)
+    ts = Trainer(cfg, data, mesh)
     host = [ds[i] for i in range(steps + 5)]
     state = ts.state
     for i in range(5):  # compile and warm up

@@ -30,9 +30,10 @@ from flax import nnx
 
 from bench.train_throughput import build_config
 from jaxrec import sharding
+from jaxrec.assembly import length_buckets, prepare_data
 from jaxrec.data import pipeline
 from jaxrec.losses import LossTargets, compute_loss
-from jaxrec.train import TrainState, length_buckets, prepare_data
+from jaxrec.step import Trainer
 
 
 def _time(fn, repeats: int) -> float:
@@ -56,7 +57,7 @@ def main() -> None:
     cfg.data.length_buckets = args.buckets
     data = prepare_data(cfg)
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = TrainState(cfg, data, mesh)
+    ts = Trainer(cfg, data, mesh)
     buckets = length_buckets(cfg, data)
     sampler = pipeline.BatchSampler(data.train, int(cfg.train.batch_size), 0, buckets)
     host = sampler(0)

@@ -148,9 +148,10 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     import numpy as np
 
     from jaxrec import sharding
+    from jaxrec.assembly import length_buckets, prepare_data
     from jaxrec.config import validate_config
     from jaxrec.data import pipeline
-    from jaxrec.train import TrainState, length_buckets, prepare_data
+    from jaxrec.step import Trainer
 
     if steps < 1 or warmup < 1:
         raise ValueError(f"--steps and --warmup must be >= 1, got {steps} and {warmup}")
@@ -161,7 +162,7 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     data = prepare_data(cfg)
     t_data = time.perf_counter()
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = TrainState(cfg, data, mesh)
+    ts = Trainer(cfg, data, mesh)
     batch_size = int(cfg.train.batch_size)
     buckets = length_buckets(cfg, data)
     # Warm-up runs until every bucket length has compiled, so no compile is timed.

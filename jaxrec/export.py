@@ -267,12 +267,13 @@ def load_model(cfg: Any, workdir: str | Path, step: int | None = None):
     intact last one), like ``load_trained`` but read-only: a damaged step is skipped, never moved
     aside, so exporting cannot change the run."""
     from jaxrec import checkpoint, sharding
+    from jaxrec.assembly import prepare_data
     from jaxrec.config import validate_config
-    from jaxrec.train import TrainState, prepare_data
+    from jaxrec.step import Trainer
 
     validate_config(cfg)
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     if step is not None:
         names = ["checkpoints", "best"]
     else:

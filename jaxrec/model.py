@@ -1,5 +1,7 @@
 """The mixed-feedback sequence transformer (Flax NNX).
 
+Shapes: B batch, L positions, D width, H heads, K = D / H per head, V catalog rows.
+
 Each input token is item embedding + feedback-type embedding + position embedding; pre-norm
 transformer blocks turn the sequence into one query vector per position, and a query's score for
 an item is its dot product with that item's output embedding. Causal (SASRec) attention by
@@ -57,14 +59,16 @@ class Block(nnx.Module):
 
     def __call__(self, x_BxLxD, mask_Bx1xLxL, rngs: nnx.Rngs | None, deterministic: bool):
         b, length, d = x_BxLxD.shape
-        h = self.norm1(x_BxLxD)
-        qkv = self.qkv(h).reshape(b, length, 3, self.heads, d // self.heads)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        att = jax.nn.dot_product_attention(q, k, v, mask=mask_Bx1xLxL)
-        att = self.out(att.reshape(b, length, d))
-        x_BxLxD = x_BxLxD + self.dropout(att, deterministic=deterministic, rngs=rngs)
-        h = self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x_BxLxD))))
-        return x_BxLxD + self.dropout(h, deterministic=deterministic, rngs=rngs)
+        h_BxLxD = self.norm1(x_BxLxD)
+        qkv_BxLx3xHxK = self.qkv(h_BxLxD).reshape(b, length, 3, self.heads, d // self.heads)
+        q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
+        att_BxLxHxK = jax.nn.dot_product_attention(
+            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xLxL
+        )
+        att_BxLxD = self.out(att_BxLxHxK.reshape(b, length, d))
+        x_BxLxD = x_BxLxD + self.dropout(att_BxLxD, deterministic=deterministic, rngs=rngs)
+        h_BxLxD = self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x_BxLxD))))
+        return x_BxLxD + self.dropout(h_BxLxD, deterministic=deterministic, rngs=rngs)
 
 
 class SequenceModel(nnx.Module):

@@ -1,9 +1,13 @@
-"""The training loop: composes data, model, losses, sharding, evaluation and checkpoints."""
+"""The training loop: composes data and model (``assembly.py``), the jitted step (``step.py``),
+sharding, evaluation, baselines and checkpoints; resume, model selection and the run's log.
+
+About 400 lines: the loop with everything that shares its state (resume, selection, early
+stopping, non-finite steps, the log), plus the thin entry points around it (baselines, load
+and evaluate a run). Data and model assembly live in ``assembly.py``, the step in ``step.py``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -14,421 +18,27 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 from tqdm import tqdm
 
 from jaxrec import checkpoint, faults, sharding
+from jaxrec.assembly import Data, bucket_report, length_buckets, prepare_data
 from jaxrec.config import select_sign, validate_config
-from jaxrec.data import load_events, pipeline
-from jaxrec.data.events import Events
+from jaxrec.data import pipeline
 from jaxrec.data.sequences import (
     EvalSet,
-    Examples,
-    Roles,
-    build_eval_set,
-    build_examples,
-    split_events,
-    subsample_negatives,
 )
 from jaxrec.eval.baselines import (
     BASELINES,
-    TrainingCounts,
     evaluate_baselines,
-    item_appeal_V,
-    positive_rate_V,
 )
 from jaxrec.eval.evaluator import Evaluator
-from jaxrec.losses import LossTargets, appeal_term, compute_loss, item_log_prob_from_counts
-from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    events: Events
-    roles: Roles
-    labels: np.ndarray  # split of every event: 0 train, 1 valid, 2 test, -1 removed
-    train: Examples
-    valid: EvalSet
-    test: EvalSet
-    source_report: dict[str, Any]
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "source_report": self.source_report,
-            "events": self.events.num_events,
-            "users": self.events.num_users,
-            "contexts": self.events.num_contexts,
-            "items": self.events.num_items,
-            "feedback": self.events.feedback_counts(),
-            **self.train.report,
-            "valid_sequences": len(self.valid),
-            "test_sequences": len(self.test),
-        }
-
-
-def prepare_data(cfg: Any) -> Data:
-    """Events -> roles -> leave-last-out split -> training examples and evaluation sets."""
-    events, source_report = load_events(cfg.data, cfg.seed)
-    roles = Roles.from_config(events.feedback_types, cfg.feedback)
-    labels = split_events(events, cfg.data)
-    keep = float(cfg.data.get("negative_keep_fraction", 1.0))
-    labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
-    d = cfg.data
-    train = build_examples(
-        events,
-        roles,
-        labels,
-        int(d.max_len),
-        int(d.max_explicit),
-        int(d.get("max_context_positives", 512)),
-        int(d.get("contrast_window", 0)) if _uses_window(cfg.loss) else 0,
-    )
-    valid = build_eval_set(events, roles, labels, 1, int(d.max_len), int(d.window))
-    test = build_eval_set(events, roles, labels, 2, int(d.max_len), int(d.window))
-    return Data(events, roles, labels, train, valid, test, source_report)
-
-
-def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
-    """The batch lengths ``data.length_buckets`` resolves to for these examples (see
-    jaxrec/data/pipeline.py); () when off."""
-    lengths = pipeline.example_lengths(data.train)
-    return pipeline.resolve_buckets(
-        cfg.data.get("length_buckets", ()), int(cfg.data.max_len), lengths
-    )
-
-
-def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
-    """For data_report.json: the buckets and the share of padded positions they keep."""
-    lengths = pipeline.example_lengths(data.train)
-    kept = pipeline.padded_share_kept(buckets, lengths) if buckets else 1.0
-    return {"length_buckets": list(buckets), "bucketed_positions_share": round(kept, 4)}
-
-
-def _uses_window(loss_cfg: Any) -> bool:
-    """Whether a loss term reads each position's next W events (data.contrast_window)."""
-    return any(float(loss_cfg.get(k, 0.0)) > 0 for k in ("contrast_weight", "appeal_weight"))
-
-
-def item_bias_prior(data: Data) -> np.ndarray:
-    """``[V + 1]`` logit of each item's smoothed training positive rate, (pos + 1) / (n + 2):
-    the ``positive_rate`` baseline as a starting point for the learned item bias."""
-    rate = positive_rate_V(TrainingCounts.from_split(data.events, data.roles, data.labels))
-    return np.log(rate / (1.0 - rate)).astype(np.float32)
-
-
-def _set_bias(bias: nnx.Embed, prior_V: np.ndarray) -> None:
-    table = bias.embedding
-    table[...] = table[...].at[: prior_V.shape[0], 0].set(jnp.asarray(prior_V))
-
-
-def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
-    model = SequenceModel(
-        cfg.model,
-        data.events.num_items,
-        len(data.events.feedback_types),
-        int(cfg.data.max_len),
-        rngs=nnx.Rngs(params=seed),
-    )
-    init = cfg.model.get("item_bias_init", "zeros")
-    if init not in ITEM_BIAS_INITS:
-        raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
-    # Like initialising a classifier's output bias to the log prior: the model starts from
-    # item quality and learns what the listener adds to it. The appeal head always starts from
-    # the item_appeal baseline (item quality with each context's mood taken out).
-    if init == "positive_rate" and model.item_bias is not None:
-        _set_bias(model.item_bias, item_bias_prior(data))
-    if model.has_appeal_head:
-        counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
-        _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
-    return model
-
-
-def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
-    """True for the parameters weight decay applies to: the transformer's weight matrices.
-
-    Biases and norms (1-D) never; the embedding tables (items, item bias, feedback types,
-    positions) only with ``decay_embeddings``: decay shrinks a rare item's row toward 0 between
-    its few updates, which most recommender trainers avoid."""
-
-    def decayed(path, p):
-        is_table = any("embed" in str(getattr(k, "key", k)) for k in path)
-        return p.ndim == 2 and (decay_embeddings or not is_table)
-
-    return jax.tree_util.tree_map_with_path(decayed, params)
-
-
-def table_mask(params: Any, name: str) -> Any:
-    """True for the parameters under the module attribute ``name`` (e.g. ``item_bias``)."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, p: any(str(getattr(k, "key", k)) == name for k in path), params
-    )
-
-
-def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with warm-up and cosine decay, clipped. ``bias_lr_multiplier`` scales the steps of
-    the catalog's per-item bias, ``appeal_bias_lr_multiplier`` those of the appeal head's (0
-    freezes it): an item appears in few batches, and Adam moves a parameter by about the
-    learning rate per appearance, so at the transformer's rate a bias barely leaves its
-    initial value in a run."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        float(cfg.learning_rate),
-        min(int(cfg.warmup_steps), max(total_steps - 1, 1)),
-        max(total_steps, 2),
-        end_value=0.1 * float(cfg.learning_rate),
-    )
-    decay_embeddings = bool(cfg.get("decay_embeddings", False))
-    decay_mask = lambda params: weight_decay_mask(params, decay_embeddings)
-    parts = [
-        optax.clip_by_global_norm(float(cfg.grad_clip)),
-        optax.adamw(
-            schedule, b2=float(cfg.b2), weight_decay=float(cfg.weight_decay), mask=decay_mask
-        ),
-    ]
-    for name, field in (
-        ("item_bias", "bias_lr_multiplier"),
-        ("appeal_bias", "appeal_bias_lr_multiplier"),
-    ):
-        multiplier = float(cfg.get(field, 1.0))
-        if multiplier != 1.0:
-            mask = functools.partial(table_mask, name=name)
-            parts.append(optax.masked(optax.scale(multiplier), mask))
-    return optax.chain(*parts)
-
-
-def cloze_batch(
-    rng: jax.Array,
-    batch: dict[str, jax.Array],
-    prob: float,
-    mask_item: int,
-    mask_feedback: int,
-    positive_T: jax.Array,
-    negative_T: jax.Array,
-) -> dict[str, jax.Array]:
-    """BERT4Rec-style cloze targets for a bidirectional model.
-
-    Each token is hidden behind [MASK] with probability ``prob`` (the newest one always, as at
-    inference). A hidden positive-feedback token becomes the positive target of its slot; the
-    items of the row's hidden negative-feedback tokens (at most M, oldest first) are the explicit
-    negatives of every hidden slot of that row: the listener's own rejections in that context.
-    """
-    items, fb = batch["items"], batch["feedback"]
-    b, length = items.shape
-    m = batch["explicit"].shape[-1]
-    valid = items > 0
-    hide = (jax.random.uniform(rng, items.shape) < prob) | (jnp.arange(length) == length - 1)
-    hide = hide & valid
-    ftype = jnp.maximum(fb - 1, 0)
-    pos = hide & positive_T[ftype]
-    neg = hide & negative_T[ftype]
-    order = jnp.argsort(jnp.where(neg, 0, 1) * length + jnp.arange(length), axis=1)[:, :m]
-    neg_items = jnp.where(
-        jnp.take_along_axis(neg, order, 1), jnp.take_along_axis(items, order, 1), 0
-    )
-    neg_types = jnp.take_along_axis(ftype, order, 1)
-    return {
-        "items": jnp.where(hide, mask_item, items),
-        "feedback": jnp.where(hide, mask_feedback, fb),
-        "positives": jnp.where(pos, items, 0),
-        "explicit": jnp.where(hide[..., None], neg_items[:, None, :], 0),
-        "explicit_type": jnp.broadcast_to(neg_types[:, None, :], (b, length, m)),
-        "context_positives": batch["context_positives"],
-    }
-
-
-def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
-    """Per-feedback-type weights of explicit negatives, from ``feedback.negative_weights``."""
-    given = dict(cfg.get("negative_weights", {}) or {})
-    unknown = sorted(set(given) - set(feedback_types))
-    if unknown:
-        raise ValueError(
-            f"config.feedback.negative_weights: unknown feedback type(s) {unknown}; "
-            f"known: {list(feedback_types)}"
-        )
-    return np.array([float(given.get(t, 1.0)) for t in feedback_types], np.float32)
-
-
-def _flat_window(x_BxLxW: jax.Array | None) -> jax.Array | None:
-    return None if x_BxLxW is None else x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
+from jaxrec.model import SequenceModel
+from jaxrec.step import Trainer
 
 
 class NonFiniteLoss(RuntimeError):
     """A training step whose loss or gradients were NaN or infinite, beyond
     ``train.skip_nonfinite_steps``; the checkpoints on disk all predate it."""
-
-
-def _micro_batches(x: jax.Array, accum: int) -> jax.Array:
-    """``[B, ...] -> [accum, B / accum, ...]``, micro-batch i holding rows i, i + accum, ...:
-    each one spread evenly over the ``data`` shards of the batch."""
-    return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
-
-
-def make_train_step(
-    graphdef,
-    cfg: Any,
-    roles: Roles,
-    feedback_types,
-    item_counts: np.ndarray,
-    state_sharding,
-    batch_sharding,
-    *,
-    inject_nonfinite_at: int | None = None,
-):
-    """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
-    of (seed, step), so a resumed run repeats an uninterrupted one exactly.
-
-    A step whose loss or gradient norm is not finite leaves the state as it was (every leaf,
-    the optimizer's step count included) and reports ``nonfinite`` = True in its metrics; the
-    host decides whether to skip it or stop (``train.skip_nonfinite_steps``).
-
-    With ``train.grad_accum_steps`` = A > 1 the batch is split into A micro-batches (scanned,
-    so the activations of one micro-batch at a time are live); their gradients are averaged
-    weighted by their numbers of targets, which equals the full batch's gradient for terms that
-    are a mean over targets. One optimizer update per step.
-
-    ``inject_nonfinite_at`` (tests only): the loss of step number ``inject_nonfinite_at``
-    (1-based, as in metrics.jsonl) is made NaN inside the compiled step; None adds nothing.
-    """
-    loss_cfg = cfg.loss
-    base_key = jax.random.key(int(cfg.seed))
-    weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
-    item_log_prob_V = None
-    if cfg.loss.get("sampler", "uniform") == "popularity":
-        # Add-one smoothing: an item never liked in training can still be a negative.
-        item_log_prob_V = item_log_prob_from_counts(item_counts + 1)
-    positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
-    mask_prob = float(cfg.model.get("mask_prob", 0.2))
-    accum = int(cfg.train.get("grad_accum_steps", 1))
-    appeal_weight = float(cfg.loss.get("appeal_weight", 0.0))
-
-    def loss_fn(model, batch, loss_key, drop_key, step):
-        m = batch["explicit"].shape[-1]
-        targets = LossTargets(
-            positive_N=batch["positives"].reshape(-1),
-            explicit_NxM=batch["explicit"].reshape(-1, m),
-            explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
-            # Every item liked anywhere in the row's context (not only in this example's
-            # slice of it): never a negative.
-            context_positives_RxP=batch["context_positives"],
-            future_items_NxW=_flat_window(batch.get("future_items")),
-            future_labels_NxW=_flat_window(batch.get("future_labels")),
-        )
-        hidden_BxLxD = model.encode(
-            batch["items"],
-            batch["feedback"],
-            rngs=nnx.Rngs(dropout=drop_key),
-            deterministic=False,
-        )
-        if inject_nonfinite_at is not None:  # test hook: a NaN in every loss term
-            bad = step + 1 == int(inject_nonfinite_at)
-            hidden_BxLxD = hidden_BxLxD + jnp.where(bad, jnp.nan, 0.0).astype(hidden_BxLxD.dtype)
-        query_BxLxD = model.catalog_query(hidden_BxLxD)
-        query_NxD = query_BxLxD.reshape(-1, query_BxLxD.shape[-1])
-        loss, metrics = compute_loss(
-            loss_cfg,
-            query_NxD,
-            model.item_table(),
-            targets,
-            loss_key,
-            weights_T,
-            item_log_prob_V,
-        )
-        if appeal_weight > 0:
-            appeal_BxLxD = model.appeal_query(hidden_BxLxD)
-            appeal, appeal_acc = appeal_term(
-                appeal_BxLxD.reshape(-1, appeal_BxLxD.shape[-1]),
-                model.appeal_table(),
-                targets.future_items_NxW.astype(jnp.int32),
-                targets.future_labels_NxW.astype(jnp.int32),
-            )
-            loss = loss + appeal_weight * appeal
-            metrics = {
-                **metrics,
-                "loss": loss,
-                "loss_appeal": appeal,
-                "train_appeal_accuracy": appeal_acc,
-            }
-        return loss, metrics
-
-    def accumulated_grads(model, batch, loss_key, drop_key, step):
-        """Gradients and metrics of the whole batch from ``accum`` scanned micro-batches."""
-        graph, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def micro_loss(params, mb, key):
-            return loss_fn(nnx.merge(graph, params, rest), mb, loss_key, key, step)
-
-        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
-        micro = jax.tree.map(lambda x: _micro_batches(x, accum), batch)
-        total = jnp.maximum(jnp.sum(batch["positives"] > 0), 1).astype(jnp.float32)
-        first = jax.tree.map(lambda x: x[0], micro)
-        (_, met_shape), _ = jax.eval_shape(grad_fn, params, first, drop_key)
-        zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)
-
-        def body(carry, xs):
-            grads, metrics = carry
-            mb, i = xs
-            # Same loss key (shared random negatives as in one big batch); own dropout key.
-            (_, met), g = grad_fn(params, mb, jax.random.fold_in(drop_key, i))
-            w = met["targets"].astype(jnp.float32) / total
-            grads = jax.tree.map(lambda a, b: a + w * b.astype(jnp.float32), grads, g)
-            metrics = {
-                k: metrics[k] + (v if k == "targets" else w * v).astype(jnp.float32)
-                for k, v in met.items()
-            }
-            return (grads, metrics), None
-
-        (grads, metrics), _ = jax.lax.scan(
-            body, (zeros(params), zeros(met_shape)), (micro, jnp.arange(accum))
-        )
-        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-        metrics["targets"] = metrics["targets"].astype(met_shape["targets"].dtype)
-        return grads, metrics
-
-    def step_fn(state, batch, step):
-        old_leaves = jax.tree.leaves(state)
-        model, opt = nnx.merge(graphdef, state)
-        loss_key, drop_key, mask_key = jax.random.split(jax.random.fold_in(base_key, step), 3)
-        if not model.causal:
-            batch = cloze_batch(
-                mask_key,
-                batch,
-                mask_prob,
-                model.mask_item,
-                model.mask_feedback,
-                positive_T,
-                negative_T,
-            )
-        if accum == 1:
-            (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
-                model, batch, loss_key, drop_key, step
-            )
-        else:
-            grads, metrics = accumulated_grads(model, batch, loss_key, drop_key, step)
-        grad_norm = optax.tree.norm(grads)
-        opt.update(model, grads)
-        metrics["grad_norm"] = grad_norm
-        _, new_state = nnx.split((model, opt))
-        # A non-finite step changes nothing: every leaf keeps its old value (a select that
-        # fuses into the update; the host reads the flag only at log and checkpoint steps).
-        ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-        treedef = jax.tree.structure(new_state)
-        new_state = jax.tree.unflatten(
-            treedef,
-            [
-                jnp.where(ok, n, o)
-                for n, o in zip(jax.tree.leaves(new_state), old_leaves, strict=True)
-            ],
-        )
-        metrics["nonfinite"] = ~ok
-        return new_state, metrics
-
-    return jax.jit(
-        step_fn,
-        in_shardings=(state_sharding, batch_sharding, None),
-        out_shardings=(state_sharding, None),
-        donate_argnums=0,
-    )
 
 
 def _truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
@@ -490,66 +100,6 @@ def _format_table(title: str, metrics: dict[str, float]) -> str:
             f"{k:<{width}}  {v:>10.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>10}"
         )
     return "\n".join(lines)
-
-
-class TrainState:
-    """Model + optimizer on a mesh, their jitted step and their checkpoints."""
-
-    def __init__(
-        self,
-        cfg: Any,
-        data: Data,
-        mesh: jax.sharding.Mesh,
-        *,
-        inject_nonfinite_at: int | None = None,
-    ):
-        self.mesh = mesh
-        with jax.set_mesh(mesh):
-            model = create_model(cfg, data, int(cfg.seed))
-            opt = nnx.Optimizer(
-                model, make_optimizer(cfg.optim, int(cfg.train.steps)), wrt=nnx.Param
-            )
-        self.graphdef, state = nnx.split((model, opt))
-        self.state_sharding = nnx.get_named_sharding(state, mesh)
-        self.state = jax.device_put(state, self.state_sharding)
-        self.step_fn = make_train_step(
-            self.graphdef,
-            cfg,
-            data.roles,
-            data.events.feedback_types,
-            np.bincount(data.train.positives_ExL.ravel(), minlength=data.events.num_items + 1)[
-                : data.events.num_items + 1
-            ],
-            self.state_sharding,
-            sharding.batch_sharding(mesh),
-            inject_nonfinite_at=inject_nonfinite_at,
-        )
-
-    @property
-    def model(self) -> SequenceModel:
-        model, _ = nnx.merge(self.graphdef, self.state)
-        return model
-
-    def save(self, ckpt: checkpoint.Checkpointer, step: int, extra: dict | None = None) -> None:
-        ckpt.save(step, nnx.to_pure_dict(self.state), extra)
-
-    def restore(self, ckpt: checkpoint.Checkpointer, step: int) -> dict[str, Any]:
-        """Restores the state of ``step``; returns what was saved beside it."""
-        target = checkpoint.abstract_like(nnx.to_pure_dict(self.state))
-        restored, extra = ckpt.restore(step, target)
-        nnx.replace_by_pure_dict(self.state, restored)
-        return extra
-
-    def restore_newest(self, ckpt: checkpoint.Checkpointer) -> tuple[int, dict[str, Any]] | None:
-        """Restores the newest intact step of ``ckpt`` (damaged ones are reported and moved
-        aside); (step, extra), or None when there is no checkpoint at all."""
-        target = checkpoint.abstract_like(nnx.to_pure_dict(self.state))
-        found = ckpt.restore_newest_intact(target)
-        if found is None:
-            return None
-        step, restored, extra = found
-        nnx.replace_by_pure_dict(self.state, restored)
-        return step, extra
 
 
 def nonfinite_terms(metrics: dict[str, Any]) -> list[str]:
@@ -616,7 +166,7 @@ def train(
         (workdir / "data_report.json").write_text(json.dumps(report, indent=2))
 
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = TrainState(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
+    ts = Trainer(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
     total = int(cfg.train.steps)
     dataset = pipeline.batch_dataset(
         data.train,
@@ -836,7 +386,7 @@ def load_trained(cfg: Any, workdir: str | Path) -> tuple[SequenceModel, Data, in
     and the step it was saved at."""
     validate_config(cfg)
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     names = ["best", "checkpoints"] if cfg.train.select == "best" else ["checkpoints"]
     for name in names:
         ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints), name=name)

@@ -10,11 +10,12 @@ import pytest
 from flax import nnx
 
 from jaxrec import inference
+from jaxrec.assembly import create_model, prepare_data
 from jaxrec.config import validate_config
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.losses import appeal_term
 from jaxrec.model import SequenceModel
-from jaxrec.train import create_model, prepare_data, train
+from jaxrec.train import train
 from tests.tiny import tiny_config
 
 softplus = lambda x: math.log1p(math.exp(x))
@@ -129,7 +130,7 @@ def test_appeal_config_mistakes_are_named(overrides, field):
 def test_bias_lr_multipliers_scale_only_their_bias_steps():
     from ml_collections import ConfigDict
 
-    from jaxrec.train import make_optimizer
+    from jaxrec.step import make_optimizer
 
     params = {
         "item_bias": {"embedding": jnp.ones((4, 1))},

@@ -108,7 +108,7 @@ def test_unknown_baseline_and_huge_catalog_are_refused():
 
 
 def test_positive_rate_through_the_evaluator_matches_direct_pair_counting(cfg):
-    from jaxrec.train import prepare_data
+    from jaxrec.assembly import prepare_data
 
     data = prepare_data(cfg)
     counts = TrainingCounts.from_split(data.events, data.roles, data.labels)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from jaxrec import sharding
+from jaxrec.assembly import prepare_data
 from jaxrec.data.pipeline import BatchSampler, cut_batch, example_lengths, resolve_buckets
-from jaxrec.train import TrainState, prepare_data, train
+from jaxrec.step import Trainer
+from jaxrec.train import train
 from tests.tiny import tiny_config
 
 
@@ -61,7 +63,7 @@ def test_bucketed_epoch_uses_each_example_once_and_cuts_only_padding(tiny):
 
 def test_a_cut_batch_gives_the_uncut_loss_and_update(tiny):
     cfg, data = tiny
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     sampler = BatchSampler(data.train, 16, 0, (6, 12, 24))
     step = next(s for s in range(sampler.steps_per_epoch) if sampler.batch_length(s) < 24)
     full = data.train.take(sampler.batch_indices(step))

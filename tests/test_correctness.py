@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from jaxrec.assembly import prepare_data
 from jaxrec.config import select_sign, validate_config
 from jaxrec.data import events, simulator
 from jaxrec.data.sequences import Roles, build_examples, split_labels
@@ -17,7 +18,7 @@ from jaxrec.experiments import num_negatives
 from jaxrec.losses import LossTargets, compute_loss
 from jaxrec.losses.config import LossConfig
 from jaxrec.losses.kernel import softmax_lse
-from jaxrec.train import prepare_data, selection_state, train
+from jaxrec.train import selection_state, train
 from tests.tiny import ALL_INPUTS, event_table
 
 TYPES = simulator.FEEDBACK_TYPES
@@ -267,7 +268,7 @@ def test_weight_decay_mask_spares_embedding_tables(cfg):
     from flax import nnx
 
     from jaxrec.model import SequenceModel
-    from jaxrec.train import weight_decay_mask
+    from jaxrec.step import weight_decay_mask
 
     cfg.model.item_bias = True
     with nnx.use_eager_sharding(False):

@@ -48,7 +48,9 @@ SCRIPT = (
     from jax.experimental import multihost_utils
 
     from jaxrec import checkpoint, sharding
-    from jaxrec.train import TrainState, prepare_data, train
+    from jaxrec.assembly import prepare_data
+    from jaxrec.step import Trainer
+    from jaxrec.train import train
     from tests.tiny import tiny_config
 
     lead = jax.process_index() == 0
@@ -72,7 +74,7 @@ SCRIPT = (
             np.savez(out / f"{name}.npz", **arrays)
 
     def restore(cfg, workdir, name):
-        ts = TrainState(cfg, prepare_data(cfg), sharding.make_mesh(cfg.mesh))
+        ts = Trainer(cfg, prepare_data(cfg), sharding.make_mesh(cfg.mesh))
         ckpt = checkpoint.Checkpointer(workdir)
         ts.restore(ckpt, ckpt.latest_step())
         ckpt.close()

@@ -14,7 +14,8 @@ SCRIPT = textwrap.dedent(
     from flax import nnx
     from jaxrec import checkpoint, sharding
     from jaxrec.data.pipeline import BatchSampler
-    from jaxrec.train import TrainState, prepare_data
+    from jaxrec.assembly import prepare_data
+    from jaxrec.step import Trainer
     from tests.tiny import tiny_config
 
     cfg = tiny_config()
@@ -25,7 +26,7 @@ SCRIPT = textwrap.dedent(
     for shape in [(8, 1), (4, 2), (2, 4)]:
         cfg.mesh.shape = shape
         mesh = sharding.make_mesh(cfg.mesh)
-        ts = TrainState(cfg, data, mesh)
+        ts = Trainer(cfg, data, mesh)
         losses = []
         for step in range(4):
             batch = sharding.put_batch(sampler(step), mesh)

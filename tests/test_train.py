@@ -7,12 +7,14 @@ import pytest
 from flax import nnx
 
 from jaxrec import checkpoint, sharding
-from jaxrec.train import TrainState, evaluate, prepare_data, train
+from jaxrec.assembly import prepare_data
+from jaxrec.step import Trainer
+from jaxrec.train import evaluate, train
 
 
 def _params(workdir, cfg):
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     ckpt = checkpoint.Checkpointer(workdir)
     ts.restore(ckpt, ckpt.latest_step())
     ckpt.close()
@@ -84,7 +86,7 @@ def test_cloze_batch_hides_tokens_and_builds_targets():
     import jax
     import jax.numpy as jnp
 
-    from jaxrec.train import cloze_batch
+    from jaxrec.step import cloze_batch
 
     # types: 0 up (positive), 1 skip (negative); feedback ids are type + 1
     batch = {

@@ -11,7 +11,9 @@ import pytest
 from flax import nnx
 
 from jaxrec import checkpoint, sharding
-from jaxrec.train import NonFiniteLoss, TrainState, nonfinite_terms, prepare_data, train
+from jaxrec.assembly import prepare_data
+from jaxrec.step import Trainer
+from jaxrec.train import NonFiniteLoss, nonfinite_terms, train
 
 
 def _quick(cfg):
@@ -25,7 +27,7 @@ def _rows(workdir):
 
 def _params(workdir, cfg, step=None):
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     ckpt = checkpoint.Checkpointer(workdir)
     ts.restore(ckpt, ckpt.latest_step() if step is None else step)
     ckpt.close()
@@ -51,7 +53,7 @@ def straight_run(tmp_path_factory):
 
 def test_a_nonfinite_step_leaves_the_state_unchanged(cfg):
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh), inject_nonfinite_at=1)
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh), inject_nonfinite_at=1)
     from jaxrec.data import pipeline
 
     dataset = pipeline.batch_dataset(data.train, int(cfg.train.batch_size), 0, 2)
@@ -179,7 +181,7 @@ def test_bfloat16_keeps_float32_master_weights_and_trains_like_float32(cfg, tmp_
     assert abs(bf16 - f32) <= 0.05 * abs(f32), (bf16, f32)
 
     data = prepare_data(cfg)
-    ts = TrainState(cfg, data, sharding.make_mesh(cfg.mesh))
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     params = nnx.state(ts.model, nnx.Param)
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
     saved = _leaves(_params(tmp_path / "bf16", cfg))  # model and optimizer state

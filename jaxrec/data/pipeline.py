@@ -47,8 +47,7 @@ def resolve_buckets(buckets: Any, max_len: int, lengths_E: np.ndarray) -> tuple[
             buckets = [int(b) for b in buckets.replace(" ", "").split(",") if b]
         except ValueError:
             raise ValueError(
-                f"config.data.length_buckets: '', 'auto' or lengths like '25,50', got "
-                f"{buckets!r}"
+                f"config.data.length_buckets: '', 'auto' or lengths like '25,50', got {buckets!r}"
             ) from None
     out = sorted({int(b) for b in buckets})
     if not out:

@@ -25,6 +25,9 @@ import numpy as np
 from jaxrec.data.events import Events
 
 SPLITS = ("train", "valid", "test")
+# The split label of each event (its index in SPLITS); REMOVED marks events dropped from the data.
+TRAIN, VALID, TEST = range(len(SPLITS))
+REMOVED = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +140,8 @@ def split_labels(events: Events, window: int) -> np.ndarray:
     lengths = np.diff(np.r_[starts, n])
     ends = np.repeat(starts + lengths, lengths)
     from_end = ends - 1 - np.arange(n)
-    return np.where(from_end < window, 2, np.where(from_end < 2 * window, 1, 0)).astype(np.int8)
+    valid_or_train = np.where(from_end < 2 * window, VALID, TRAIN)
+    return np.where(from_end < window, TEST, valid_or_train).astype(np.int8)
 
 
 def temporal_labels(events: Events, cut: tuple[float, float]) -> np.ndarray:
@@ -151,7 +155,7 @@ def temporal_labels(events: Events, cut: tuple[float, float]) -> np.ndarray:
         raise ValueError(f"config.data.temporal_cut: need 0 < valid <= test < 1, got {cut}")
     t_valid, t_test = np.quantile(events.timestamp, [lo, hi], method="lower")
     ts = events.timestamp
-    return np.where(ts >= t_test, 2, np.where(ts >= t_valid, 1, 0)).astype(np.int8)
+    return np.where(ts >= t_test, TEST, np.where(ts >= t_valid, VALID, TRAIN)).astype(np.int8)
 
 
 def split_events(events: Events, cfg: Any) -> np.ndarray:
@@ -176,8 +180,8 @@ def subsample_negatives(
     if keep == 1.0:
         return labels
     rng = np.random.default_rng([seed, 0x5EED])
-    drop = (labels == 0) & roles.negative_T[events.feedback] & (rng.random(len(labels)) >= keep)
-    return np.where(drop, -1, labels).astype(np.int8)
+    drop = (labels == TRAIN) & roles.negative_T[events.feedback] & (rng.random(len(labels)) >= keep)
+    return np.where(drop, REMOVED, labels).astype(np.int8)
 
 
 def _rank_from_end(seg: np.ndarray) -> np.ndarray:
@@ -220,7 +224,7 @@ def build_examples(
         raise ValueError(f"config.data.max_len: must be >= 2, got {max_len}")
     if max_explicit < 1:
         raise ValueError(f"config.data.max_explicit: must be >= 1, got {max_explicit}")
-    keep = labels == 0
+    keep = labels == TRAIN
     ctx, item, fb = events.context[keep], events.item[keep], events.feedback[keep].astype(np.int64)
     n = len(ctx)
     is_input, is_pos, is_neg = roles.input_T[fb], roles.positive_T[fb], roles.negative_T[fb]
@@ -333,7 +337,7 @@ def build_eval_set(
     validation window too), so validation and test see exactly what a deployed model would.
     """
     in_window = labels == split
-    before = (labels >= 0) & (labels < split)  # -1 marks events removed from the data
+    before = (labels != REMOVED) & (labels < split)
     fb = events.feedback.astype(np.int64)
     ctx = events.context
     w_idx = np.flatnonzero(in_window)

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse
 
 from jaxrec.data.events import Events
-from jaxrec.data.sequences import Roles
+from jaxrec.data.sequences import TRAIN, Roles
 
 BASELINES = ("most_popular", "positive_rate", "item_appeal", "item_knn", "ease")
 # item_appeal's ridge penalties on item and context effects and its Newton sweeps; chosen on
@@ -59,7 +59,7 @@ class TrainingCounts:
     @classmethod
     def from_split(cls, events: Events, roles: Roles, labels: np.ndarray) -> TrainingCounts:
         """Counts over the events labelled 0 (training part) by the run's own split."""
-        train = labels == 0
+        train = labels == TRAIN
         item = events.item[train].astype(np.int64)
         fb = events.feedback[train].astype(np.int64)
         pos = roles.positive_T[fb]

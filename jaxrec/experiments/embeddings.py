@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxrec.data.sequences import TRAIN
 from jaxrec.experiments import plots
 from jaxrec.experiments.markdown import MarkdownReport, finish
 from jaxrec.experiments.runner import Arm, ExperimentContext
@@ -50,7 +51,7 @@ def dominant_type(events: Any, labels: np.ndarray) -> np.ndarray:
 
     ``labels`` is the run's own split (``Data.labels``), so "training" means what it did in
     the run (configured split, subsampled negatives removed)."""
-    train = labels == 0
+    train = labels == TRAIN
     t = len(events.feedback_types)
     flat = events.item[train].astype(np.int64) * t + events.feedback[train].astype(np.int64)
     counts = np.bincount(flat, minlength=(events.num_items + 1) * t).reshape(-1, t)

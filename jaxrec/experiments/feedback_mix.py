@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxrec.data.sequences import REMOVED, TEST
 from jaxrec.experiments import plots
 from jaxrec.experiments.markdown import MarkdownReport, finish
 from jaxrec.experiments.runner import Arm, ExperimentContext
@@ -47,7 +48,7 @@ def history_shares(events: Any, labels: np.ndarray, context_N: np.ndarray) -> np
 
     ``labels`` is the run's own split (``Data.labels``: the configured split, after
     ``data.negative_keep_fraction``), so the shares count exactly the history the model saw."""
-    keep = (labels >= 0) & (labels < 2)  # -1: removed from the data
+    keep = (labels != REMOVED) & (labels < TEST)
     t = len(events.feedback_types)
     flat = events.context[keep].astype(np.int64) * t + events.feedback[keep].astype(np.int64)
     counts = np.bincount(flat, minlength=events.num_contexts * t).reshape(-1, t)[context_N]

@@ -1,0 +1,128 @@
+"""From a config to what a run trains: the events, their split, the training examples and
+evaluation sets (:class:`Data`), the length buckets, and the model with its item priors."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrec.data import load_events, pipeline
+from jaxrec.data.events import Events
+from jaxrec.data.sequences import (
+    TEST,
+    VALID,
+    EvalSet,
+    Examples,
+    Roles,
+    build_eval_set,
+    build_examples,
+    split_events,
+    subsample_negatives,
+)
+from jaxrec.eval.baselines import TrainingCounts, item_appeal_V, positive_rate_V
+from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    events: Events
+    roles: Roles
+    labels: np.ndarray  # split of every event: 0 train, 1 valid, 2 test, -1 removed
+    train: Examples
+    valid: EvalSet
+    test: EvalSet
+    source_report: dict[str, Any]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "source_report": self.source_report,
+            "events": self.events.num_events,
+            "users": self.events.num_users,
+            "contexts": self.events.num_contexts,
+            "items": self.events.num_items,
+            "feedback": self.events.feedback_counts(),
+            **self.train.report,
+            "valid_sequences": len(self.valid),
+            "test_sequences": len(self.test),
+        }
+
+
+def prepare_data(cfg: Any) -> Data:
+    """Events -> roles -> leave-last-out split -> training examples and evaluation sets."""
+    events, source_report = load_events(cfg.data, cfg.seed)
+    roles = Roles.from_config(events.feedback_types, cfg.feedback)
+    labels = split_events(events, cfg.data)
+    keep = float(cfg.data.get("negative_keep_fraction", 1.0))
+    labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
+    d = cfg.data
+    train = build_examples(
+        events,
+        roles,
+        labels,
+        int(d.max_len),
+        int(d.max_explicit),
+        int(d.get("max_context_positives", 512)),
+        int(d.get("contrast_window", 0)) if _uses_window(cfg.loss) else 0,
+    )
+    valid = build_eval_set(events, roles, labels, VALID, int(d.max_len), int(d.window))
+    test = build_eval_set(events, roles, labels, TEST, int(d.max_len), int(d.window))
+    return Data(events, roles, labels, train, valid, test, source_report)
+
+
+def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
+    """The batch lengths ``data.length_buckets`` resolves to for these examples (see
+    jaxrec/data/pipeline.py); () when off."""
+    lengths = pipeline.example_lengths(data.train)
+    return pipeline.resolve_buckets(
+        cfg.data.get("length_buckets", ()), int(cfg.data.max_len), lengths
+    )
+
+
+def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
+    """For data_report.json: the buckets and the share of padded positions they keep."""
+    lengths = pipeline.example_lengths(data.train)
+    kept = pipeline.padded_share_kept(buckets, lengths) if buckets else 1.0
+    return {"length_buckets": list(buckets), "bucketed_positions_share": round(kept, 4)}
+
+
+def _uses_window(loss_cfg: Any) -> bool:
+    """Whether a loss term reads each position's next W events (data.contrast_window)."""
+    return any(float(loss_cfg.get(k, 0.0)) > 0 for k in ("contrast_weight", "appeal_weight"))
+
+
+def item_bias_prior(data: Data) -> np.ndarray:
+    """``[V + 1]`` logit of each item's smoothed training positive rate, (pos + 1) / (n + 2):
+    the ``positive_rate`` baseline as a starting point for the learned item bias."""
+    rate = positive_rate_V(TrainingCounts.from_split(data.events, data.roles, data.labels))
+    return np.log(rate / (1.0 - rate)).astype(np.float32)
+
+
+def _set_bias(bias: nnx.Embed, prior_V: np.ndarray) -> None:
+    table = bias.embedding
+    table[...] = table[...].at[: prior_V.shape[0], 0].set(jnp.asarray(prior_V))
+
+
+def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
+    model = SequenceModel(
+        cfg.model,
+        data.events.num_items,
+        len(data.events.feedback_types),
+        int(cfg.data.max_len),
+        rngs=nnx.Rngs(params=seed),
+    )
+    init = cfg.model.get("item_bias_init", "zeros")
+    if init not in ITEM_BIAS_INITS:
+        raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
+    # Like initialising a classifier's output bias to the log prior: the model starts from
+    # item quality and learns what the listener adds to it. The appeal head always starts from
+    # the item_appeal baseline (item quality with each context's mood taken out).
+    if init == "positive_rate" and model.item_bias is not None:
+        _set_bias(model.item_bias, item_bias_prior(data))
+    if model.has_appeal_head:
+        counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+        _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
+    return model
