@@ -10,6 +10,9 @@
   history; a history without input events gets the most popular training items.
 - ``query.jax``: ``(items[B, L], feedback[B, L]) -> user vectors [B, D']``, for teams with their
   own ANN index over ``item_embeddings.npy`` (``[V + 1, D']``, row 0 padding).
+- ``appeal.jax`` (models with an appeal head): ``(items[B, L], feedback[B, L], candidates[B, C])
+  -> logits [B, C]`` that the listener likes each candidate once played: how to order a
+  station's candidates (the score pairwise accuracy measures); candidate 0 scores -inf.
 - ``vocab.json`` (dense id -> source item id; feedback type names), ``popularity.npy`` (dense ids,
   most positive training events first) and ``manifest.json`` (versions, config, step, metrics,
   shapes, platforms, SHA-256 of every other file).
@@ -61,7 +64,8 @@ def serving_fns(
     exclude_heard: bool = False,
     popularity_V: np.ndarray | None = None,
 ):
-    """Pure ``(query_fn, recommend_fn)`` of ``(items[B, L], feedback[B, L])``, closing over
+    """Pure ``(query_fn, recommend_fn, appeal_fn)`` of ``(items[B, L], feedback[B, L])``
+    (``appeal_fn`` also takes ``candidates[B, C]``; None without an appeal head), closing over
     ``model`` and the serving rules (see the module docstring)."""
     graphdef, state = nnx.split(model)
     input_mask = jnp.asarray(
@@ -103,7 +107,13 @@ def serving_fns(
         scores, ids = jax.lax.top_k(jnp.where(cold, cold_scores, scores), k)
         return ids, scores
 
-    return query_fn, recommend_fn
+    def appeal_fn(items_BxL, feedback_BxL, candidates_BxC):
+        m = nnx.merge(graphdef, state)
+        items, fb, _, _ = model_input(items_BxL, feedback_BxL)
+        hidden = inference.user_hidden(m, items, fb)
+        return inference.appeal_scores(m, hidden, candidates_BxC)
+
+    return query_fn, recommend_fn, (appeal_fn if model.has_appeal_head else None)
 
 
 def _aval(name: str, a: Any) -> dict[str, Any]:
@@ -148,7 +158,7 @@ def export(
         raise FileExistsError(f"{out}: exists, is not empty and is not a jaxrec export")
     platforms = tuple(platforms)
     input_feedback = tuple(input_feedback or feedback_types)
-    query_fn, rec_fn = serving_fns(
+    query_fn, rec_fn, appeal_fn = serving_fns(
         model, k, feedback_types, input_feedback, tuple(exclude_feedback), exclude_heard,
         popularity_V,
     )  # fmt: skip
@@ -156,6 +166,12 @@ def export(
     spec = jax.ShapeDtypeStruct((b, max_len), jnp.int32)
     exp_rec = jax.export.export(jax.jit(rec_fn), platforms=platforms)(spec, spec)
     exp_query = jax.export.export(jax.jit(query_fn), platforms=platforms)(spec, spec)
+    exp_appeal = None
+    if appeal_fn is not None:
+        b_c, c = jax.export.symbolic_shape("b, c")  # one scope for both symbolic sizes
+        hist = jax.ShapeDtypeStruct((b_c, max_len), jnp.int32)
+        cand = jax.ShapeDtypeStruct((b_c, c), jnp.int32)
+        exp_appeal = jax.export.export(jax.jit(appeal_fn), platforms=platforms)(hist, hist, cand)
     table = np.asarray(jax.device_get(model.item_table()), np.float32)
     pop = np.zeros(num_items + 1) if popularity_V is None else np.asarray(popularity_V)
     order = np.argsort(-pop[1 : num_items + 1], kind="stable").astype(np.int32) + 1
@@ -166,6 +182,8 @@ def export(
     try:
         (tmp / "recommend.jax").write_bytes(exp_rec.serialize())
         (tmp / "query.jax").write_bytes(exp_query.serialize())
+        if exp_appeal is not None:
+            (tmp / "appeal.jax").write_bytes(exp_appeal.serialize())
         np.save(tmp / "item_embeddings.npy", table, allow_pickle=False)
         np.save(tmp / "popularity.npy", order, allow_pickle=False)
         items = [None if v is None else (v.item() if hasattr(v, "item") else v) for v in item_vocab]
@@ -222,6 +240,14 @@ def export(
             "popularity": {"file": "popularity.npy", "dtype": "int32"},
             "vocab": {"file": "vocab.json"},
         }
+        if exp_appeal is not None:
+            manifest["functions"]["appeal"] = {
+                "file": "appeal.jax",
+                "inputs": [*inputs, _aval("candidates", exp_appeal.in_avals[2])],
+                "outputs": [_aval("like_logits", exp_appeal.out_avals[0])],
+                "score": "log-odds that the listener likes each candidate once played; "
+                "candidate 0 (padding) scores -inf",
+            }
         manifest["files"] = {
             rel: {"sha256": file_digest(p), "bytes": p.stat().st_size}
             for rel, p in artifact_files(tmp).items()

@@ -112,6 +112,11 @@ class Recommender:
         self._query = jax.export.deserialize(
             bytearray((self.path / fns["query"]["file"]).read_bytes())
         )
+        self._appeal = None
+        if "appeal" in fns:  # exports of models with an appeal head
+            self._appeal = jax.export.deserialize(
+                bytearray((self.path / fns["appeal"]["file"]).read_bytes())
+            )
         vocab = json.loads((self.path / m["vocab"]["file"]).read_text())
         self.items: list[Any] = vocab["items"]
         self.feedback_types: tuple[str, ...] = tuple(vocab["feedback_types"])
@@ -242,6 +247,63 @@ class Recommender:
         items, fb, _ = self.encode(histories, on_unknown)
         (q,) = self._run(self._query, items, fb)
         return q
+
+    @property
+    def has_appeal(self) -> bool:
+        """Whether the export carries the appeal head (``appeal.jax``)."""
+        return self._appeal is not None
+
+    def appeal(
+        self,
+        histories: list[list[tuple[Any, str]]],
+        candidates: list[list[Any]],
+        on_unknown: str = "skip",
+    ) -> list[dict[str, Any]]:
+        """Orders each history's candidates (e.g. the songs a station can play next) by how
+        likely the listener is to like them once played: per history ``{"items": [...],
+        "like_probability": [...], "unknown": [...]}``, most liked first. Unknown candidates
+        are skipped and reported (``on_unknown="error"`` raises)."""
+        if self._appeal is None:
+            raise ArtifactError(f"{self.path}: this export has no appeal head (appeal.jax)")
+        if len(candidates) != len(histories):
+            raise ValueError(f"candidates: {len(candidates)} lists for {len(histories)} histories")
+        items, fb, problems = self.encode(histories, on_unknown)
+        width = max([len(c) for c in candidates] + [1])
+        cand = np.zeros((len(histories), width), np.int32)
+        for row, names in enumerate(candidates):
+            ids = []
+            for pos, item in enumerate(names):
+                i = self.item_index(item)
+                if i is None:
+                    msg = f"candidate {pos}: unknown item {item!r}"
+                    if on_unknown == "error":
+                        raise UnknownInput(f"history {row}: {msg}")
+                    problems[row].append(msg)
+                else:
+                    ids.append(i)
+            cand[row, : len(ids)] = ids
+        logits = np.concatenate(
+            [
+                np.asarray(
+                    self._appeal.call(items[s : s + 256], fb[s : s + 256], cand[s : s + 256])
+                )
+                for s in range(0, len(items), 256)
+            ]
+            or [np.zeros((0, width), np.float32)]
+        )
+        out = []
+        for row in range(len(histories)):
+            keep = cand[row] > 0
+            ids, lg = cand[row][keep], logits[row][keep]
+            order = np.argsort(-lg, kind="stable")
+            out.append(
+                {
+                    "items": [_json_id(self.items[int(i)]) for i in ids[order]],
+                    "like_probability": [float(1 / (1 + np.exp(-x))) for x in lg[order]],
+                    "unknown": problems[row],
+                }
+            )
+        return out
 
     def __call__(self, history: list[tuple[Any, str]], on_unknown: str = "skip"):
         """``[(source_item_id, score), ...]`` for one history, best first."""

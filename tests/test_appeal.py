@@ -157,3 +157,31 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
     assert float(upd["item_embed"]["embedding"][0, 0]) == pytest.approx(base)
     assert float(upd["item_bias"]["embedding"][0, 0]) == pytest.approx(10 * base)
     assert float(upd["appeal_bias"]["embedding"][0, 0]) == 0.0  # frozen
+
+
+def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tmp_path):
+    from jaxrec.export import export_run, load_model
+    from jaxrec.serving import Recommender
+
+    cfg, wd, _ = appeal_run
+    out, _ = export_run(cfg, wd, tmp_path / "export", k=5, platforms=("cpu",))
+    rec = Recommender(out)
+    assert rec.has_appeal
+    model, data, _ = load_model(cfg, wd)
+    row = 0
+    items, fb = data.test.items_NxL[row], data.test.feedback_NxL[row]
+    history = [
+        (rec.items[int(i)], data.events.feedback_types[int(f) - 1])
+        for i, f in zip(items, fb, strict=True)
+        if i > 0
+    ]
+    window = [int(i) for i in data.test.window_items_NxW[row] if i > 0]
+    answer = rec.appeal([history], [[rec.items[i] for i in window] + ["no such item"]])[0]
+    assert answer["unknown"] == [f"candidate {len(window)}: unknown item 'no such item'"]
+    hidden = inference.user_hidden(model, jnp.asarray(items[None]), jnp.asarray(fb[None]))
+    want = np.asarray(inference.appeal_scores(model, hidden, jnp.asarray([window])))[0]
+    order = np.argsort(-want, kind="stable")
+    assert answer["items"] == [rec.items[window[j]] for j in order]
+    np.testing.assert_allclose(
+        answer["like_probability"], 1 / (1 + np.exp(-want[order])), rtol=1e-5
+    )
