@@ -351,30 +351,51 @@ def parse_request(line: str) -> tuple[list[tuple[Any, str]], Any]:
     return history, rid
 
 
+def request_candidates(line: str) -> list[Any] | None:
+    """The ``"candidates"`` list of a JSONL request object (to order by appeal), or None."""
+    req = json.loads(line)
+    if not isinstance(req, dict) or "candidates" not in req:
+        return None
+    cands = req["candidates"]
+    if not isinstance(cands, list):
+        raise ValueError(f"candidates: expected a list of item ids, got {type(cands).__name__}")
+    return cands
+
+
 def recommend_lines(
     rec: Recommender, lines: list[str], k: int | None = None, on_unknown: str = "skip"
 ) -> list[str]:
     """One JSON answer per non-blank request line, in order, each with its 1-based ``line``:
-    ``{"items", "scores", "cold_start", "unknown"}``, or ``{"error"}`` for a malformed line or
+    ``{"items", "scores", "cold_start", "unknown"}``; for a request with ``"candidates"``
+    (exports with an appeal head), those candidates ordered by like-probability,
+    ``{"items", "like_probability", "unknown"}``; or ``{"error"}`` for a malformed line or
     (``on_unknown='error'``) one naming unknown items or feedback types."""
     if on_unknown not in ON_UNKNOWN:
         raise ValueError(f"on_unknown: one of {list(ON_UNKNOWN)}, got {on_unknown!r}")
-    parsed: list[tuple[int, Any, list | None, str | None]] = []
+    parsed: list[tuple[int, Any, list | None, list | None, str | None]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             history, rid = parse_request(line)
-            parsed.append((n, rid, history, None))
+            cands = request_candidates(line)
+            if cands is not None and not rec.has_appeal:
+                raise ValueError("candidates: this export has no appeal head to order them")
+            parsed.append((n, rid, history, cands, None))
         except ValueError as e:
-            parsed.append((n, None, None, str(e)))
-    ok = [p[2] for p in parsed if p[3] is None]
-    answers = iter(rec.recommend(ok, k=k, on_unknown="skip"))
+            parsed.append((n, None, None, None, str(e)))
+    ok = [p for p in parsed if p[4] is None]
+    top = [p[2] for p in ok if p[3] is None]
+    ordered = [p for p in ok if p[3] is not None]
+    top_answers = iter(rec.recommend(top, k=k, on_unknown="skip") if top else [])
+    appeal_answers = iter(
+        rec.appeal([p[2] for p in ordered], [p[3] for p in ordered]) if ordered else []
+    )
     out = []
-    for n, rid, _, error in parsed:
+    for n, rid, _, cands, error in parsed:
         head: dict[str, Any] = {"line": n} if rid is None else {"line": n, "id": rid}
         if error is None:
-            answer = next(answers)
+            answer = next(top_answers) if cands is None else next(appeal_answers)
             if answer["unknown"] and on_unknown == "error":
                 error = "; ".join(answer["unknown"])
             else:

@@ -82,6 +82,57 @@ def selection_state(
     return best, since, any(r.get("early_stopped") for r in rows)
 
 
+# Config fields a resumed run may change: how long it runs, how it logs, and how the same math
+# is laid out (mesh, micro-batches, loss kernel).
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.log_every",
+    "train.tensorboard",
+    "train.skip_nonfinite_steps",
+    "train.grad_accum_steps",
+    "eval.batch_size",
+    "mesh.",
+    "loss.kernel",
+    "loss.chunk_size",
+    "loss.pallas_",
+)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def check_resume_config(workdir: Path, cfg: Any) -> None:
+    """Refuses to resume a workdir's checkpoints under another config: they would be restored
+    into a run they do not belong to (and model selection would keep the old run's best). Only
+    :data:`RESUMABLE_CHANGES` may differ. Raises ValueError naming the first differing field."""
+    saved, steps = workdir / "config.json", workdir / "checkpoints"
+    if not (saved.exists() and steps.is_dir() and any(p.name.isdigit() for p in steps.iterdir())):
+        return
+    try:
+        old = _flat(json.loads(saved.read_text()))
+    except ValueError:
+        return
+    new = _flat(json.loads(cfg.to_json_best_effort()))
+    diffs = [
+        k
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)
+    ]
+    if diffs:
+        k = diffs[0]
+        raise ValueError(
+            f"config.{k}: {new.get(k)!r}, but {workdir}'s checkpoints were trained with "
+            f"{old.get(k)!r} ({saved}; {len(diffs)} field(s) differ): resume with the same "
+            "config or train into a fresh --workdir"
+        )
+
+
 def _fresh_start(workdir: Path) -> None:
     """A run without a regular checkpoint starts from nothing: an older run's log and best
     checkpoint must not leak into this one (orbax would also refuse to save over them)."""
@@ -158,6 +209,7 @@ def train(
     workdir = Path(workdir)
     lead = jax.process_index() == 0  # one host writes the logs; orbax coordinates checkpoints
     faults.check_workdir_writable(workdir)  # before any data is read: one-line OSError
+    check_resume_config(workdir, cfg)
     data = prepare_data(cfg)
     buckets = length_buckets(cfg, data)
     if lead:

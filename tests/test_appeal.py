@@ -185,3 +185,26 @@ def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tm
     np.testing.assert_allclose(
         answer["like_probability"], 1 / (1 + np.exp(-want[order])), rtol=1e-5
     )
+
+
+def test_jsonl_requests_with_candidates_get_them_ordered_by_appeal(appeal_run, tmp_path):
+    from jaxrec.export import export_run
+    from jaxrec.serving import Recommender, recommend_lines
+
+    cfg, wd, _ = appeal_run
+    out, _ = export_run(cfg, wd, tmp_path / "export", k=5, platforms=("cpu",))
+    rec = Recommender(out)
+    history = [[rec.items[3], "play"], [rec.items[7], "thumbs_down"]]
+    cands = [rec.items[1], rec.items[2], rec.items[5]]
+    lines = [
+        json.dumps({"history": history, "candidates": cands, "id": "a"}),
+        json.dumps({"history": history}),
+        json.dumps({"history": history, "candidates": "x"}),
+    ]
+    a, b, c = (json.loads(x) for x in recommend_lines(rec, lines))
+    direct = rec.appeal([[tuple(e) for e in history]], [cands])[0]
+    assert a["id"] == "a" and a["items"] == direct["items"]
+    assert a["like_probability"] == direct["like_probability"]
+    assert sorted(a["items"]) == sorted(cands)
+    assert len(b["items"]) == 5 and "scores" in b  # no candidates: the top-k
+    assert c["error"].startswith("candidates: expected a list")

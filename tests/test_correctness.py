@@ -298,3 +298,18 @@ def test_evaluation_refuses_non_finite_scores():
     ev = Evaluator(ConfigDict(dict(batch_size=4, k=1, filter_seen=False)))
     with pytest.raises(NonFiniteScores, match="non-finite"):
         ev.evaluate_scorer(lambda items, fb: np.full((1, 10), np.nan, np.float32), data)
+
+
+# 10. A workdir's checkpoints are only resumed under the config they were trained with.
+
+
+def test_resuming_under_another_config_is_refused_naming_the_field(cfg, tmp_path):
+    cfg.train.steps, cfg.train.eval_every = 20, 10
+    train(cfg, tmp_path, progress=False, stop_at=10)
+    changed = ConfigDict(cfg.to_dict())
+    changed.train.select_metric = "ndcg@10"
+    with pytest.raises(ValueError, match=r"config\.train\.select_metric: 'ndcg@10', but"):
+        train(changed, tmp_path, progress=False)
+    longer = ConfigDict(cfg.to_dict())
+    longer.train.steps = 30  # running longer is a resume, not another run
+    assert train(longer, tmp_path, progress=False) is not None
