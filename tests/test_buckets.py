@@ -31,6 +31,8 @@ def test_resolve_buckets():
     assert resolve_buckets((40, 10), 40, lengths) == (10, 40)
     assert resolve_buckets("auto", 40, lengths) == (10, 20, 30, 40)  # keeps 80/160 positions
     assert resolve_buckets("auto", 40, np.array([39, 40, 38])) == ()  # would save nothing
+    eighths = resolve_buckets("auto", 200, np.array([10, 30, 60, 200]))  # long rows: eighths
+    assert eighths == (25, 50, 75, 100, 125, 150, 175, 200)
     for bad in ("ten", "0,20", "50"):
         with pytest.raises(ValueError, match="config.data.length_buckets"):
             resolve_buckets(bad, 40, lengths)
