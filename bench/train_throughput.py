@@ -268,6 +268,18 @@ def _parse_result(out: str) -> dict[str, Any] | None:
     return None
 
 
+def _child_result(rc: int, out: str, maxrss: int, failure: str) -> dict[str, Any] | None:
+    """A child's parsed result with its peak RSS, or None after printing ``failure`` and the
+    tail of its output."""
+    result = _parse_result(out)
+    if rc != 0 or result is None:
+        tail = "\n".join(out.splitlines()[-20:])
+        print(f"{failure} (exit {rc})\n{tail}", file=sys.stderr)
+        return None
+    result["peak_rss_mib"] = maxrss / 1024
+    return result
+
+
 def run_config(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     cmd = [sys.executable, "-m", "bench.train_throughput", "--child", name]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -276,14 +288,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     if args.config:
         cmd += ["--config", str(args.config)]
     cmd += ["--buckets", args.buckets]
-    rc, out, maxrss = run_and_measure(cmd, REPO)
-    result = _parse_result(out)
-    if rc != 0 or result is None:
-        tail = "\n".join(out.splitlines()[-20:])
-        print(f"{name}: the benchmark subprocess failed (exit {rc})\n{tail}", file=sys.stderr)
-        return None
-    result["peak_rss_mib"] = maxrss / 1024
-    return result
+    return _child_result(*run_and_measure(cmd, REPO), f"{name}: the benchmark subprocess failed")
 
 
 # ----------------------------------------------------------------------------- RecBole peer
@@ -390,14 +395,7 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any] | None:
     cmd += ["--lr", str(cfg.optim.learning_rate), "--seed", str(cfg.seed)]
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     # RecBole writes log/ and saved/ under its working directory: keep them in DIR.
-    rc, out, maxrss = run_and_measure(cmd, peers, env)
-    result = _parse_result(out)
-    if rc != 0 or result is None:
-        tail = "\n".join(out.splitlines()[-20:])
-        print(f"recbole peer FAILED (exit {rc}); skipped\n{tail}", file=sys.stderr)
-        return None
-    result["peak_rss_mib"] = maxrss / 1024
-    return result
+    return _child_result(*run_and_measure(cmd, peers, env), "recbole peer FAILED; skipped")
 
 
 # ----------------------------------------------------------------------------- report

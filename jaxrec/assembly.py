@@ -94,10 +94,10 @@ def _uses_window(loss_cfg: Any) -> bool:
     return any(float(loss_cfg.get(k, 0.0)) > 0 for k in ("contrast_weight", "appeal_weight"))
 
 
-def item_bias_prior(data: Data) -> np.ndarray:
+def item_bias_prior(counts: TrainingCounts) -> np.ndarray:
     """``[V + 1]`` logit of each item's smoothed training positive rate, (pos + 1) / (n + 2):
     the ``positive_rate`` baseline as a starting point for the learned item bias."""
-    rate = positive_rate_V(TrainingCounts.from_split(data.events, data.roles, data.labels))
+    rate = positive_rate_V(counts)
     return np.log(rate / (1.0 - rate)).astype(np.float32)
 
 
@@ -120,9 +120,12 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
     # Like initialising a classifier's output bias to the log prior: the model starts from
     # item quality and learns what the listener adds to it. The appeal head always starts from
     # the item_appeal baseline (item quality with each context's mood taken out).
-    if init == "positive_rate" and model.item_bias is not None:
-        _set_bias(model.item_bias, item_bias_prior(data))
+    bias_prior = init == "positive_rate" and model.item_bias is not None
+    if not (bias_prior or model.has_appeal_head):
+        return model
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    if bias_prior:
+        _set_bias(model.item_bias, item_bias_prior(counts))
     if model.has_appeal_head:
-        counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
         _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
     return model

@@ -186,18 +186,18 @@ class Recommender:
             problems.append(bad)
         return items, fb, problems
 
-    def _run(self, fn, items: np.ndarray, fb: np.ndarray) -> list[np.ndarray]:
-        """Calls an exported function in bucketed batches (padding rows are empty)."""
+    def _run(self, fn, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Calls an exported function on row-aligned ``[B, ...]`` arrays in bucketed batches
+        (padding rows are empty)."""
         outs = []
         top = _BUCKETS[-1]
-        for start in range(0, len(items), top):
-            it, f = items[start : start + top], fb[start : start + top]
-            size = next(s for s in _BUCKETS if s >= len(it))
-            pad = size - len(it)
+        for start in range(0, len(arrays[0]), top):
+            parts = [a[start : start + top] for a in arrays]
+            size = next(s for s in _BUCKETS if s >= len(parts[0]))
+            pad = size - len(parts[0])
             if pad:
-                it = np.pad(it, ((0, pad), (0, 0)))
-                f = np.pad(f, ((0, pad), (0, 0)))
-            res = fn.call(it, f)
+                parts = [np.pad(a, ((0, pad), (0, 0))) for a in parts]
+            res = fn.call(*parts)
             res = res if isinstance(res, tuple | list) else (res,)
             outs.append([np.asarray(r)[: size - pad] for r in res])
         if not outs:
