@@ -81,6 +81,9 @@ def get_config() -> ConfigDict:
     c.model.appeal_head = True
     c.model.appeal_personal = True  # False: the head is a_i + c (no listener x item term)
     c.model.appeal_width = 0  # 0: the output item embeddings; A > 0: own item vectors, width A
+    # The head also reads the listener's earlier reactions to the same item in the history
+    # (a repeat term; ignored without the head).
+    c.model.appeal_repeats = True
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
@@ -148,7 +151,14 @@ def get_config() -> ConfigDict:
     c.eval.pair_score = "auto"  # pairwise accuracy from: auto (appeal if any) | catalog | appeal
     c.eval.filter_seen = False  # music repeats: a seen song may be the right next one
     # Fitted on the training part and scored on the same test windows at the end of every run.
-    c.eval.baselines = ("most_popular", "positive_rate", "item_appeal", "item_knn", "ease")
+    c.eval.baselines = (
+        "most_popular",
+        "positive_rate",
+        "item_appeal",
+        "item_appeal_repeats",
+        "item_knn",
+        "ease",
+    )
 
     c.mesh = ConfigDict()
     c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices

@@ -23,7 +23,12 @@ from jaxrec.data.sequences import (
     split_events,
     subsample_negatives,
 )
-from jaxrec.eval.baselines import TrainingCounts, item_appeal_V, positive_rate_V
+from jaxrec.eval.baselines import (
+    TrainingCounts,
+    fit_item_appeal,
+    item_appeal_V,
+    positive_rate_V,
+)
 from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
 
 
@@ -119,13 +124,21 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
         raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
     # Like initialising a classifier's output bias to the log prior: the model starts from
     # item quality and learns what the listener adds to it. The appeal head always starts from
-    # the item_appeal baseline (item quality with each context's mood taken out).
+    # the item_appeal baseline (item quality with each context's mood taken out), or with a
+    # repeat term from item_appeal_repeats (the same fit with the earlier reactions).
     bias_prior = init == "positive_rate" and model.item_bias is not None
     if not (bias_prior or model.has_appeal_head):
         return model
     counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
     if bias_prior:
         _set_bias(model.item_bias, item_bias_prior(counts))
-    if model.has_appeal_head:
+    if model.appeal_repeat is not None:
+        # Item effects and repeat weights fitted together: the item_appeal_repeats baseline.
+        appeal_V, w_2T = fit_item_appeal(counts, with_repeats=True)
+        _set_bias(model.appeal_bias, appeal_V.astype(np.float32))
+        t = len(w_2T) // 2
+        rep = model.appeal_repeat
+        rep[...] = rep[...].at[:, 1 : t + 1].set(jnp.asarray(w_2T.reshape(2, t), jnp.float32))
+    elif model.has_appeal_head:
         _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
     return model

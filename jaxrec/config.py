@@ -111,7 +111,7 @@ def validate_config(cfg: Any) -> None:
             )
     if "appeal_width" in cfg.model:
         _positive_int(cfg, "model.appeal_width", 0)
-    for name in ("appeal_head", "appeal_personal"):
+    for name in ("appeal_head", "appeal_personal", "appeal_repeats"):
         if not isinstance(cfg.model.get(name, False), bool):
             raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
     for name in ("bias_lr_multiplier", "appeal_bias_lr_multiplier"):

@@ -111,7 +111,7 @@ def serving_fns(
         m = nnx.merge(graphdef, state)
         items, fb, _, _ = model_input(items_BxL, feedback_BxL)
         hidden = inference.user_hidden(m, items, fb)
-        return inference.appeal_scores(m, hidden, candidates_BxC)
+        return inference.appeal_scores(m, hidden, candidates_BxC, items, fb)
 
     return query_fn, recommend_fn, (appeal_fn if model.has_appeal_head else None)
 

@@ -38,10 +38,19 @@ def _newest_slot_input(model, items_BxL: jax.Array, feedback_BxL: jax.Array):
     return items_BxL, feedback_BxL
 
 
-def appeal_scores(model: SequenceModel, hidden_BxD: jax.Array, items_BxW: jax.Array) -> jax.Array:
+def appeal_scores(
+    model: SequenceModel,
+    hidden_BxD: jax.Array,
+    items_BxW: jax.Array,
+    history_items_BxL: jax.Array,
+    history_feedback_BxL: jax.Array,
+) -> jax.Array:
     """The appeal head's scores ``[B, W]`` of chosen items: the logit that the listener likes
-    each once it is played (id 0 scores -inf)."""
-    return score_items(model.appeal_query(hidden_BxD), model.appeal_table(), items_BxW)
+    each once it is played (id 0 scores -inf). The history (the model's input tokens) feeds
+    the head's repeat term, if it has one."""
+    s = score_items(model.appeal_query(hidden_BxD), model.appeal_table(), items_BxW)
+    repeat_Bx1xW = model.repeat_scores(history_items_BxL, history_feedback_BxL, items_BxW[:, None])
+    return s if repeat_Bx1xW is None else s + repeat_Bx1xW[:, 0]
 
 
 def score_items(query_BxD: jax.Array, table_VxD: jax.Array, items_BxW: jax.Array) -> jax.Array:

@@ -207,11 +207,18 @@ def make_train_step(
         )
         if appeal_weight > 0:
             appeal_BxLxD = model.appeal_query(hidden_BxLxD)
+            future_items_NxW = targets.future_items_NxW.astype(jnp.int32)
+            repeat_BxLxW = model.repeat_scores(
+                batch["items"],
+                batch["feedback"],
+                future_items_NxW.reshape(*batch["items"].shape, -1),
+            )
             appeal, appeal_acc = appeal_term(
                 appeal_BxLxD.reshape(-1, appeal_BxLxD.shape[-1]),
                 model.appeal_table(),
-                targets.future_items_NxW.astype(jnp.int32),
+                future_items_NxW,
                 targets.future_labels_NxW.astype(jnp.int32),
+                None if repeat_BxLxW is None else repeat_BxLxW.reshape(future_items_NxW.shape),
             )
             loss = loss + appeal_weight * appeal
             metrics = {

@@ -49,7 +49,7 @@ def test_appeal_score_is_projection_dot_item_plus_bias_plus_offset():
     fb = jnp.array([[0, 0, 1, 2, 3, 4]])
     hidden = inference.user_hidden(model, items, fb)
     window = jnp.array([[4, 9, 0]])
-    got = inference.appeal_scores(model, hidden, window)
+    got = inference.appeal_scores(model, hidden, window, items, fb)
     proj = model.appeal_proj(hidden)
     e = model.item_embed.embedding[...]  # appeal_width 0: the output item embeddings
     for j, item in enumerate([4, 9]):
@@ -62,10 +62,46 @@ def test_appeal_score_is_projection_dot_item_plus_bias_plus_offset():
     assert float(q[0, -1]) == 1.0
 
 
+def test_repeat_term_reads_the_earlier_reactions_to_the_same_item():
+    cfg = tiny_config().model
+    cfg.width, cfg.appeal_head, cfg.appeal_repeats = 8, True, True
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg, num_items=10, num_feedback_types=4, max_len=6, rngs=nnx.Rngs(0))
+    w_count = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 0.0])  # by feedback index + 1 (0: padding)
+    w_last = jnp.array([0.0, 10.0, 20.0, 30.0, 40.0, 0.0])
+    model.appeal_repeat[...] = jnp.stack([w_count, w_last])
+    # Item 3 heard with types 1, 2, 1 (oldest first); item 5 once with type 4; slots 0-1 padding.
+    items = jnp.array([[0, 0, 3, 3, 5, 3]])
+    fb = jnp.array([[0, 0, 1, 2, 4, 1]])
+    whole = model.repeat_scores(items, fb, jnp.array([[[3, 5, 7, 0]]]))
+    want = [
+        math.log(3) * 1 + math.log(2) * 2 + 10,  # two type-1, one type-2; the newest is type 1
+        math.log(2) * 4 + 40,
+        0.0,  # never heard
+        0.0,  # padding matches nothing
+    ]
+    np.testing.assert_allclose(np.asarray(whole[0, 0]), want, rtol=1e-6)
+    # Q = L: position q knows only the slots up to itself.
+    cand = jnp.broadcast_to(jnp.array([3, 5])[None, None], (1, 6, 2))
+    causal = np.asarray(model.repeat_scores(items, fb, cand))[0]
+    np.testing.assert_allclose(causal[:2], 0.0)
+    np.testing.assert_allclose(causal[2], [math.log(2) * 1 + 10, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(causal[3], [math.log(2) * 1 + math.log(2) * 2 + 20, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(causal[5], want[:2], rtol=1e-6)
+    # The evaluator's appeal score is the head's dot product plus this term.
+    hidden = inference.user_hidden(model, items, fb)
+    window = jnp.array([[3, 5, 7, 0]])
+    with_term = inference.appeal_scores(model, hidden, window, items, fb)
+    model.appeal_repeat[...] = jnp.zeros_like(model.appeal_repeat[...])
+    without = inference.appeal_scores(model, hidden, window, items, fb)
+    np.testing.assert_allclose(np.asarray(with_term - without)[0, :3], want[:3], rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def appeal_run(tmp_path_factory):
     cfg = tiny_config()
     cfg.model.appeal_head = True
+    cfg.model.appeal_repeats = True  # export and serving must carry the history term too
     cfg.loss.appeal_weight = 1.0
     cfg.data.contrast_window = 3
     wd = tmp_path_factory.mktemp("appeal")
@@ -179,7 +215,10 @@ def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tm
     answer = rec.appeal([history], [[rec.items[i] for i in window] + ["no such item"]])[0]
     assert answer["unknown"] == [f"candidate {len(window)}: unknown item 'no such item'"]
     hidden = inference.user_hidden(model, jnp.asarray(items[None]), jnp.asarray(fb[None]))
-    want = np.asarray(inference.appeal_scores(model, hidden, jnp.asarray([window])))[0]
+    want = inference.appeal_scores(
+        model, hidden, jnp.asarray([window]), jnp.asarray(items[None]), jnp.asarray(fb[None])
+    )
+    want = np.asarray(want)[0]
     order = np.argsort(-want, kind="stable")
     assert answer["items"] == [rec.items[window[j]] for j in order]
     np.testing.assert_allclose(
@@ -208,3 +247,24 @@ def test_jsonl_requests_with_candidates_get_them_ordered_by_appeal(appeal_run, t
     assert sorted(a["items"]) == sorted(cands)
     assert len(b["items"]) == 5 and "scores" in b  # no candidates: the top-k
     assert c["error"].startswith("candidates: expected a list")
+
+
+def test_the_repeat_term_starts_at_the_item_appeal_repeats_fit():
+    from jaxrec.eval import baselines
+
+    cfg = tiny_config()
+    cfg.model.appeal_head, cfg.model.appeal_repeats = True, True
+    data = prepare_data(cfg)
+    with nnx.use_eager_sharding(False):
+        model = create_model(cfg, data, 0)
+    counts = baselines.TrainingCounts.from_split(data.events, data.roles, data.labels)
+    appeal_V, w = baselines.fit_item_appeal(counts)
+    n = data.events.num_items + 1
+    np.testing.assert_allclose(model.appeal_bias.embedding[:n, 0], appeal_V, rtol=1e-5)
+    items, fb = data.test.items_NxL[:16], data.test.feedback_NxL[:16]
+    window = data.test.window_items_NxW[:16]
+    got = np.asarray(model.repeat_scores(jnp.asarray(items), jnp.asarray(fb), window[:, None]))
+    x = baselines.history_repeats(items, fb, n, len(w) // 2)
+    want = np.take_along_axis(x @ w, window, axis=1)
+    assert np.abs(want).max() > 0  # some window items were heard before
+    np.testing.assert_allclose(got[:, 0], np.where(window > 0, want, 0.0), rtol=1e-4, atol=1e-6)

@@ -14,6 +14,11 @@ through the same evaluator as a trained model (same windows, pairs, coverage, ex
   on an item effect plus a context effect, ridge-penalised, fitted by alternating Newton steps:
   item quality with each context's own mood taken out (a listener who skips everything does
   not make the songs they heard look bad). Scores = the item effects.
+- ``item_appeal_repeats``: ``item_appeal`` plus what the listener did the earlier times the
+  same item was played in the context, fitted jointly: per feedback type t, a weight on
+  log(1 + n_t) for the n_t earlier reactions of type t and one for the type of the newest
+  (the same form as the appeal head's repeat term). Music repeats, and a song skipped or
+  finished before tells a lot about the next time.
 - ``ease``: EASE (Steck 2019), a closed-form item-item ridge regression on the training
   contexts' positive items; scores the history's positive items through the learned weights.
 
@@ -32,12 +37,20 @@ import scipy.sparse
 from jaxrec.data.events import Events
 from jaxrec.data.sequences import TRAIN, Roles
 
-BASELINES = ("most_popular", "positive_rate", "item_appeal", "item_knn", "ease")
+BASELINES = (
+    "most_popular",
+    "positive_rate",
+    "item_appeal",
+    "item_appeal_repeats",
+    "item_knn",
+    "ease",
+)
 # item_appeal's ridge penalties on item and context effects and its Newton sweeps; chosen on
 # the Spotify sessions' and the simulator's validation windows (docs/baselines.md).
 APPEAL_LAMBDA_ITEM = 1.0
 APPEAL_LAMBDA_CONTEXT = 0.3
 APPEAL_SWEEPS = 30
+REPEAT_LAMBDA = 1.0  # ridge on item_appeal_repeats' 2 T repeat weights
 EASE_LAMBDA = 250.0
 EASE_MAX_ITEMS = 30_000  # a dense float64 inverse of 30k x 30k is 7 GB
 # The personalised baselines add fallback x this to their scores: below any real similarity.
@@ -55,6 +68,8 @@ class TrainingCounts:
     positive_T: np.ndarray  # feedback-type index -> is positive
     # (item, context, liked) of every training event that is positive or an explicit negative
     labelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # [labelled, 2 T] repeat features of those events (:func:`repeat_features`)
+    labelled_repeats: np.ndarray | None = None
 
     @classmethod
     def from_split(cls, events: Events, roles: Roles, labels: np.ndarray) -> TrainingCounts:
@@ -69,6 +84,9 @@ class TrainingCounts:
         )
         lab = pos | roles.negative_T[fb]
         _, ctx = np.unique(events.context[train][lab], return_inverse=True)
+        repeats = repeat_features(
+            events.context[train], item, fb, roles.input_T[fb], len(roles.input_T)
+        )
         return cls(
             num_items=events.num_items,
             positives_V=np.bincount(item[pos], minlength=v)[:v].astype(np.float64),
@@ -76,6 +94,7 @@ class TrainingCounts:
             context_items=(pairs[0], pairs[1]),
             positive_T=np.asarray(roles.positive_T, bool),
             labelled=(item[lab], ctx.astype(np.int64), pos[lab]),
+            labelled_repeats=repeats[lab],
         )
 
     def distinct_positive_items(
@@ -101,6 +120,50 @@ class TrainingCounts:
         """``[V + 1, V + 1]`` dense X^T X: how many training contexts liked both items."""
         x = self.context_matrix()
         return np.asarray((x.T @ x).todense(), np.float64)
+
+
+def repeat_features(
+    context_E: np.ndarray,
+    item_E: np.ndarray,
+    type_E: np.ndarray,
+    is_input_E: np.ndarray,
+    num_types: int,
+) -> np.ndarray:
+    """``[E, 2 T]`` for events in time order within each context: log(1 + n_t), the number of
+    earlier input events of type t with the same item in the same context, then the one-hot
+    type of the newest of them (all 0 for an item not heard before)."""
+    n = len(item_E)
+    out = np.zeros((n, 2 * num_types))
+    if not n:
+        return out
+    order = np.lexsort((np.arange(n), item_E, context_E))
+    ctx, it = context_E[order], item_E[order]
+    first = np.r_[True, (ctx[1:] != ctx[:-1]) | (it[1:] != it[:-1])]
+    group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    onehot = np.eye(num_types)[type_E[order]] * is_input_E[order][:, None]
+    before = np.cumsum(onehot, axis=0) - onehot
+    counts = before - before[group_start]
+    newest = np.r_[-1, np.maximum.accumulate(np.where(is_input_E[order], np.arange(n), -1))[:-1]]
+    seen = newest >= group_start
+    last = np.where(seen[:, None], np.eye(num_types)[type_E[order][np.maximum(newest, 0)]], 0.0)
+    out[order] = np.concatenate([np.log1p(counts), last], axis=1)
+    return out
+
+
+def history_repeats(items_BxL: np.ndarray, feedback_BxL: np.ndarray, num_rows: int, num_types: int):
+    """``[B, num_rows, 2 T]`` :func:`repeat_features` of every item against each history
+    (feedback index + 1, 0 = padding; the history's tokens are the earlier input events)."""
+    items, ftype = np.asarray(items_BxL), np.asarray(feedback_BxL) - 1
+    b = items.shape[0]
+    counts = np.zeros((b, num_rows, num_types), np.float32)
+    last = np.full((b, num_rows), -1)
+    rows = np.arange(b)
+    for j in range(items.shape[1]):  # oldest to newest: the newest reaction is written last
+        ok = items[:, j] > 0
+        counts[rows[ok], items[ok, j], ftype[ok, j]] += 1
+        last[rows[ok], items[ok, j]] = ftype[ok, j]
+    onehot = np.where((last >= 0)[..., None], np.eye(num_types, dtype=np.float32)[last], 0.0)
+    return np.concatenate([np.log1p(counts), onehot], axis=2)
 
 
 def _constant(scores_V: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -139,26 +202,59 @@ def item_appeal_V(
     Each sweep takes one exact diagonal Newton step for every item effect, then for every
     context effect (the Hessian of an effect is the sum of p (1 - p) over its own events).
     An item without labelled training events gets the global log-odds."""
+    return fit_item_appeal(counts, lam_item, lam_context, sweeps, with_repeats=False)[0]
+
+
+def fit_item_appeal(
+    counts: TrainingCounts,
+    lam_item: float = APPEAL_LAMBDA_ITEM,
+    lam_context: float = APPEAL_LAMBDA_CONTEXT,
+    sweeps: int = APPEAL_SWEEPS,
+    with_repeats: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(g + a ``[V + 1]``, repeat weights ``[2 T]``) of ``logit P(liked) = g + a_item +
+    c_context (+ x . w with the repeat features x)``; the weights take a full Newton step
+    (2 T of them) per sweep, ridge ``REPEAT_LAMBDA``."""
     v = counts.num_items + 1
+    n_types = len(counts.positive_T)
+    w = np.zeros(2 * n_types)
     if counts.labelled is None or not len(counts.labelled[0]):
-        return np.zeros(v)
+        return np.zeros(v), w
     item, ctx, liked = counts.labelled
+    x = counts.labelled_repeats if with_repeats else None
     y = liked.astype(np.float64)
     rate = np.clip(y.mean(), 1e-6, 1 - 1e-6)
     g = np.log(rate / (1 - rate))
     n_ctx = int(ctx.max()) + 1
     a, c = np.zeros(v), np.zeros(n_ctx)
+    logit = lambda: g + a[item] + c[ctx] + (0.0 if x is None else x @ w)
     for _ in range(sweeps):
         for effect, idx, n, lam in ((a, item, v, lam_item), (c, ctx, n_ctx, lam_context)):
-            p = 1.0 / (1.0 + np.exp(-(g + a[item] + c[ctx])))
+            p = 1.0 / (1.0 + np.exp(-logit()))
             grad = np.bincount(idx, y - p, n) - lam * effect
             effect += grad / (np.bincount(idx, p * (1 - p), n) + lam)
-    return g + a
+        if x is not None:
+            p = 1.0 / (1.0 + np.exp(-logit()))
+            hess = (x * (p * (1 - p))[:, None]).T @ x + REPEAT_LAMBDA * np.eye(len(w))
+            w += np.linalg.solve(hess, x.T @ (y - p) - REPEAT_LAMBDA * w)
+    return g + a, w
 
 
 def item_appeal(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Scores = the item effects of :func:`item_appeal_V`."""
     return _constant(item_appeal_V(counts))
+
+
+def item_appeal_repeats(counts: TrainingCounts) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Scores = item effects plus the fitted repeat weights on each item's history features."""
+    base_V, w = fit_item_appeal(counts)
+    base_V, w = base_V.astype(np.float32), w.astype(np.float32)
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        x = history_repeats(items_BxL, feedback_BxL, len(base_V), len(w) // 2)
+        return base_V[None, :] + x @ w
+
+    return score
 
 
 def _through_items(
@@ -214,6 +310,7 @@ FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray],
     "most_popular": most_popular,
     "positive_rate": positive_rate,
     "item_appeal": item_appeal,
+    "item_appeal_repeats": item_appeal_repeats,
     "item_knn": item_knn,
     "ease": ease,
 }

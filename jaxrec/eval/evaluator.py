@@ -99,7 +99,7 @@ class Evaluator:
         window_ranks = inference.item_ranks(scores, window_items)
         if not use_appeal:
             return window_scores, ranks, window_ranks
-        pair_scores = inference.appeal_scores(model, hidden, window_items)
+        pair_scores = inference.appeal_scores(model, hidden, window_items, items, feedback)
         return pair_scores, ranks, window_ranks, window_scores
 
     def uses_appeal(self, model: SequenceModel) -> bool:

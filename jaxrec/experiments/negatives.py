@@ -103,6 +103,27 @@ def arms(base: Any, quick: bool) -> list[Arm]:
                 f"the next {window} events at weight {cw:g}, with an item bias",
             )
         )
+    if not quick:
+        # The appeal head (docs/losses.md): a second score for the liked-vs-disliked order of
+        # a station's songs, started at the item_appeal_repeats fit, beside the catalog term.
+        out.append(
+            Arm(
+                "appeal",
+                "random + explicit + appeal head",
+                {
+                    "loss.num_random_negatives": k,
+                    "loss.explicit_negatives": True,
+                    "model.appeal_head": True,
+                    "model.appeal_repeats": True,
+                    "loss.appeal_weight": 1.0,
+                    "data.contrast_window": window,
+                    "eval.pair_score": "appeal",
+                },
+                f"{k} random negatives and the explicit ones for the catalog; pairs ordered by "
+                f"the appeal head (BCE on the next {window} events, repeat term, started at the "
+                "item_appeal_repeats fit)",
+            )
+        )
     return out
 
 
@@ -140,7 +161,11 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
             "best_valid_pairwise_accuracy": np.nanmax(vals, axis=1).tolist(),
             "steps_to_target": reach_steps,
             "seconds_to_target": reach_secs,
-            "train_seconds": secs[:, -1].tolist() if secs.size else [],
+            # A run stopped early has NaN after its last point: its own last time.
+            "train_seconds": [
+                float(row[np.isfinite(row)][-1]) if np.isfinite(row).any() else math.nan
+                for row in secs
+            ],
         }
 
     ref = summary["arms"][ref_name]

@@ -253,15 +253,22 @@ def window_contrast_term(
 
 
 def appeal_term(
-    query_NxD: jax.Array, table_VxD: jax.Array, items_NxW: jax.Array, labels_NxW: jax.Array
+    query_NxD: jax.Array,
+    table_VxD: jax.Array,
+    items_NxW: jax.Array,
+    labels_NxW: jax.Array,
+    offset_NxW: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Binary cross-entropy of the appeal head on the next W events after each query: liked
-    (+1) or disliked (-1) once played; events with neither label are ignored.
+    (+1) or disliked (-1) once played; events with neither label are ignored. ``offset_NxW``
+    is added to the scores (the head's repeat term, which reads the history, not the query).
 
     Returns (mean loss over labelled events, accuracy of their sign): the like-probability of a
     played item, learnt from every labelled event rather than from pairs alone.
     """
     s_NxW = jnp.einsum("nd,nwd->nw", query_NxD, table_VxD[items_NxW], preferred_element_type=_F32)
+    if offset_NxW is not None:
+        s_NxW = s_NxW + offset_NxW
     on = (labels_NxW != 0) & (items_NxW > 0)
     y = (labels_NxW == 1).astype(_F32)
     bce = jax.nn.softplus(s_NxW) - y * s_NxW  # -y log sig(s) - (1 - y) log(1 - sig(s))
