@@ -16,10 +16,14 @@ def get_config():
     c.data.simulator.num_users = 1500
     c.data.max_len = 30
     c.model.width = 48
-    c.train.steps = 300
-    c.train.log_every = 30
-    c.train.eval_every = 30
-    c.train.checkpoint_every = 300
+    # A budget that converges: up to 1200 steps, stopped after 3 validations (every 120
+    # steps in `negatives`, which takes a tenth of the steps) without a better selection metric.
+    c.train.steps = 1200
+    c.train.early_stop_patience = 3
+    c.train.select_metric = "pairwise_accuracy"  # the paper's metric, which the arms compare
+    c.train.log_every = 60
+    c.train.eval_every = 120
+    c.train.checkpoint_every = 1200
     c.train.keep_checkpoints = 1
     # The experiments compare catalog losses, so pairs are scored by the catalog score.
     c.model.appeal_head = False

@@ -79,7 +79,10 @@ def get_config() -> ConfigDict:
     # Appeal head: a second score, the like-probability of an item once played, trained by
     # loss.appeal_weight on the next data.contrast_window events; orders window pairs (eval).
     c.model.appeal_head = True
-    c.model.appeal_personal = True  # False: the head is a_i + c (no listener x item term)
+    # False: the head is a_i + c (+ repeats), no listener x item term. On the simulator that
+    # term fitted the training windows and lost on validation after ~200 steps, in every
+    # variant tried (docs/results/README.md, "The appeal head"): off.
+    c.model.appeal_personal = False
     c.model.appeal_width = 0  # 0: the output item embeddings; A > 0: own item vectors, width A
     # The head also reads the listener's earlier reactions to the same item in the history
     # (a repeat term; ignored without the head).
@@ -123,6 +126,7 @@ def get_config() -> ConfigDict:
     c.optim.weight_decay = 0.01
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
+    c.optim.appeal_repeat_lr_multiplier = 1.0  # and for its repeat weights
     c.optim.decay_embeddings = False  # weight decay on the embedding tables too
     c.optim.b2 = 0.98
     c.optim.grad_clip = 1.0
@@ -136,7 +140,9 @@ def get_config() -> ConfigDict:
     c.train.keep_checkpoints = 2
     # Model selection on validation only: test the best-validation model ("best") or the last.
     c.train.select = "best"
-    c.train.select_metric = "pairwise_accuracy"  # any metric of eval_test.json, e.g. hr@10
+    # Any metric of eval_test.json. The appeal head's pair order stays at its fitted start
+    # (within 0.05 points on validation), so the checkpoint is chosen by the catalog ranking.
+    c.train.select_metric = "ndcg@10"
     c.train.select_mode = "auto"  # max | min; auto: min for neg_hr@k, max for the others
     c.train.early_stop_patience = 0  # evals without improvement before stopping; 0: never
     # Steps with a NaN/Inf loss or gradient: up to this many leave the state unchanged and are

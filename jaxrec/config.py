@@ -114,7 +114,7 @@ def validate_config(cfg: Any) -> None:
     for name in ("appeal_head", "appeal_personal", "appeal_repeats"):
         if not isinstance(cfg.model.get(name, False), bool):
             raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
-    for name in ("bias_lr_multiplier", "appeal_bias_lr_multiplier"):
+    for name in ("bias_lr_multiplier", "appeal_bias_lr_multiplier", "appeal_repeat_lr_multiplier"):
         if float(cfg.optim.get(name, 1.0)) < 0:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {cfg.optim[name]}")
     pair_score = cfg.eval.get("pair_score", "auto")

@@ -152,6 +152,10 @@ class SequenceModel(nnx.Module):
             own = int(cfg.get("appeal_width", 0)) if self.appeal_personal else 0
             query_width = (own or width) if self.appeal_personal else 0
             self.appeal_proj = _dense(width, query_width + 1, True, rngs, jnp.float32)
+            # Zero projection: the head starts exactly at its fitted item (and repeat) terms,
+            # not at them plus a random listener term; the gradient still reaches it.
+            kernel = self.appeal_proj.kernel
+            kernel[...] = jnp.zeros_like(kernel[...])
             self.appeal_bias = nnx.Embed(
                 rows,
                 1,

@@ -44,9 +44,9 @@ def table_mask(params: Any, name: str) -> Any:
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     """AdamW with warm-up and cosine decay, clipped. ``bias_lr_multiplier`` scales the steps of
     the catalog's per-item bias, ``appeal_bias_lr_multiplier`` those of the appeal head's (0
-    freezes it): an item appears in few batches, and Adam moves a parameter by about the
-    learning rate per appearance, so at the transformer's rate a bias barely leaves its
-    initial value in a run."""
+    freezes it), ``appeal_repeat_lr_multiplier`` those of its repeat weights. An item appears
+    in few batches, and Adam moves a parameter by about the learning rate per appearance, so at
+    the transformer's rate a bias barely leaves its initial value in a run."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         float(cfg.learning_rate),
@@ -65,6 +65,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     for name, field in (
         ("item_bias", "bias_lr_multiplier"),
         ("appeal_bias", "appeal_bias_lr_multiplier"),
+        ("appeal_repeat", "appeal_repeat_lr_multiplier"),
     ):
         multiplier = float(cfg.get(field, 1.0))
         if multiplier != 1.0:

@@ -45,6 +45,9 @@ def test_appeal_score_is_projection_dot_item_plus_bias_plus_offset():
     model = _appeal_model()
     bias = model.appeal_bias.embedding
     bias[...] = jax.random.normal(jax.random.key(3), bias.shape)
+    kernel = model.appeal_proj.kernel
+    assert float(jnp.abs(kernel[...]).max()) == 0.0  # starts at its fitted terms alone
+    kernel[...] = jax.random.normal(jax.random.key(4), kernel.shape)
     items = jnp.array([[0, 0, 3, 5, 7, 2]])
     fb = jnp.array([[0, 0, 1, 2, 3, 4]])
     hidden = inference.user_hidden(model, items, fb)
@@ -171,6 +174,7 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
     params = {
         "item_bias": {"embedding": jnp.ones((4, 1))},
         "appeal_bias": {"embedding": jnp.ones((4, 1))},
+        "appeal_repeat": jnp.ones((2, 6)),
         "item_embed": {"embedding": jnp.ones((4, 2))},
         "mlp": {"kernel": jnp.ones((2, 2))},
     }
@@ -183,6 +187,7 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
             grad_clip=1e9,
             bias_lr_multiplier=10.0,
             appeal_bias_lr_multiplier=0.0,
+            appeal_repeat_lr_multiplier=0.5,
         )
     )
     opt = make_optimizer(cfg, 10)
@@ -193,6 +198,7 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
     assert float(upd["item_embed"]["embedding"][0, 0]) == pytest.approx(base)
     assert float(upd["item_bias"]["embedding"][0, 0]) == pytest.approx(10 * base)
     assert float(upd["appeal_bias"]["embedding"][0, 0]) == 0.0  # frozen
+    assert float(upd["appeal_repeat"][0, 0]) == pytest.approx(0.5 * base)
 
 
 def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tmp_path):

@@ -244,3 +244,16 @@ def test_item_appeal_repeats_learns_that_a_song_liked_before_is_liked_again():
     # Items not in the history score their item effect, as item_appeal's.
     base = baselines.item_appeal(counts)(*liked)[0]
     assert up[ids["8"]] - up[ids["9"]] == pytest.approx(base[ids["8"]] - base[ids["9"]], rel=0.2)
+
+
+def test_compare_to_baselines_names_the_best_and_the_verdict():
+    from jaxrec.train import compare_to_baselines
+
+    bl = {"a": {"pairwise_accuracy": 0.70, "neg_hr@10": 0.2}, "b": {"pairwise_accuracy": 0.75}}
+    line = compare_to_baselines({"pairwise_accuracy": 0.76}, bl, "pairwise_accuracy", 1.0)
+    assert "best baseline b 0.7500" in line and "(+0.0100)" in line and "beats" in line
+    line = compare_to_baselines({"pairwise_accuracy": 0.74}, bl, "pairwise_accuracy", 1.0)
+    assert "does NOT beat" in line
+    # Lower is better for neg_hr: the best baseline is the smallest.
+    bl = {"a": {"neg_hr@10": 0.2}, "b": {"neg_hr@10": 0.3}}
+    assert "best baseline a" in compare_to_baselines({"neg_hr@10": 0.1}, bl, "neg_hr@10", -1.0)
