@@ -219,3 +219,21 @@ def test_reports_write_data_paths_relative_to_the_data_dir():
     text = portable_json(cfg)
     assert '"$JAXREC_DATA_DIR/spotify-sessions/mini-spotify-data.csv"' in text
     assert str(data_dir()) not in text
+
+
+@pytest.mark.parametrize("name", ["experiments_simulator", "experiments_spotify"])
+def test_every_full_negatives_arm_is_a_valid_config(name):
+    # The full (not quick) arm list is only trained by docs/results/run.sh: check here that
+    # each arm's overrides name real fields and pass validation.
+    from jaxrec.config import validate_config
+    from jaxrec.experiments.negatives import arms
+    from jaxrec.experiments.overrides import apply_overrides
+
+    base = repo_config(name)
+    full = arms(base, quick=False)
+    assert [a.name for a in full][-1] == "appeal"
+    for arm in full:
+        validate_config(apply_overrides(base, arm.overrides))
+    appeal = apply_overrides(base, full[-1].overrides)
+    assert appeal.model.appeal_repeats and appeal.train.select_metric == "ndcg@10"
+    assert base.train.select_metric == "pairwise_accuracy" and base.train.early_stop_patience > 0
