@@ -37,6 +37,7 @@ def test_appeal_term_by_hand():
 def _appeal_model(width=8):
     cfg = tiny_config().model
     cfg.width, cfg.appeal_head, cfg.item_bias = width, True, True
+    cfg.appeal_personal = True  # the quickstart ships it off; its formula is tested here
     with nnx.use_eager_sharding(False):
         return SequenceModel(cfg, num_items=10, num_feedback_types=4, max_len=6, rngs=nnx.Rngs(0))
 

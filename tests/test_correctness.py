@@ -307,8 +307,8 @@ def test_resuming_under_another_config_is_refused_naming_the_field(cfg, tmp_path
     cfg.train.steps, cfg.train.eval_every = 20, 10
     train(cfg, tmp_path, progress=False, stop_at=10)
     changed = ConfigDict(cfg.to_dict())
-    changed.train.select_metric = "ndcg@10"
-    with pytest.raises(ValueError, match=r"config\.train\.select_metric: 'ndcg@10', but"):
+    changed.train.select_metric = "hr@10"
+    with pytest.raises(ValueError, match=r"config\.train\.select_metric: 'hr@10', but"):
         train(changed, tmp_path, progress=False)
     longer = ConfigDict(cfg.to_dict())
     longer.train.steps = 30  # running longer is a resume, not another run
