@@ -26,7 +26,6 @@ from jaxrec.data.sequences import (
 from jaxrec.eval.baselines import (
     TrainingCounts,
     fit_item_appeal,
-    item_appeal_V,
     positive_rate_V,
 )
 from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
@@ -132,13 +131,14 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
     counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
     if bias_prior:
         _set_bias(model.item_bias, item_bias_prior(counts))
-    if model.appeal_repeat is not None:
-        # Item effects and repeat weights fitted together: the item_appeal_repeats baseline.
-        appeal_V, w_2T = fit_item_appeal(counts, with_repeats=True)
+    if model.has_appeal_head:
+        # With a repeat term, item effects and repeat weights are fitted together (the
+        # item_appeal_repeats baseline); without, the item effects alone (item_appeal).
+        repeats = model.appeal_repeat is not None
+        appeal_V, w_2T = fit_item_appeal(counts, with_repeats=repeats)
         _set_bias(model.appeal_bias, appeal_V.astype(np.float32))
-        t = len(w_2T) // 2
-        rep = model.appeal_repeat
-        rep[...] = rep[...].at[:, 1 : t + 1].set(jnp.asarray(w_2T.reshape(2, t), jnp.float32))
-    elif model.has_appeal_head:
-        _set_bias(model.appeal_bias, item_appeal_V(counts).astype(np.float32))
+        if repeats:
+            t = len(w_2T) // 2
+            rep = model.appeal_repeat
+            rep[...] = rep[...].at[:, 1 : t + 1].set(jnp.asarray(w_2T.reshape(2, t), jnp.float32))
     return model
