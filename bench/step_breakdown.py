@@ -1,6 +1,7 @@
 """Where a training step's time goes, by timing nested pieces of it on one fixed batch.
 
-    python -m bench.step_breakdown --config bce1 [--buckets auto] [--repeats 10]
+    python -m bench.step_breakdown --config bce1 [--buckets auto] [--packing on]
+        [--set model.dropout=0] [--repeats 10]
 
 For one of bench.train_throughput's configs (MovieLens-100k), times with jit and
 ``block_until_ready``, median of ``--repeats``:
@@ -30,7 +31,7 @@ from flax import nnx
 
 from bench.train_throughput import build_config
 from jaxrec import sharding
-from jaxrec.assembly import length_buckets, prepare_data
+from jaxrec.assembly import length_buckets, packing, prepare_data
 from jaxrec.data import pipeline
 from jaxrec.losses import LossTargets, compute_loss
 from jaxrec.step import Trainer
@@ -50,16 +51,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="bce1")
     ap.add_argument("--buckets", default="")
+    ap.add_argument("--packing", default="off", help="data.packing: off, on or auto")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument(
+        "--set", action="append", default=[], help="SECTION.KEY=VALUE, e.g. model.dropout=0"
+    )
     args = ap.parse_args()
 
     cfg = build_config(args.config)
     cfg.data.length_buckets = args.buckets
+    cfg.data.packing = args.packing
+    for item in args.set:
+        path, value = item.split("=", 1)
+        section, key = path.split(".")
+        cfg[section][key] = type(cfg[section][key])(value)
     data = prepare_data(cfg)
     mesh = sharding.make_mesh(cfg.mesh)
     ts = Trainer(cfg, data, mesh)
     buckets = length_buckets(cfg, data)
-    sampler = pipeline.BatchSampler(data.train, int(cfg.train.batch_size), 0, buckets)
+    packed = packing(cfg, data, buckets)
+    sampler = pipeline.BatchSampler(data.train, int(cfg.train.batch_size), 0, buckets, packed)
     host = sampler(0)
     batch = {k: jnp.asarray(v) for k, v in host.items()}
     model = ts.model
@@ -77,7 +88,14 @@ def main() -> None:
 
     def forward(params, b):
         m = nnx.merge(graphdef, params)
-        return m.encode(b["items"], b["feedback"], rngs=nnx.Rngs(dropout=key), deterministic=False)
+        return m.encode(
+            b["items"],
+            b["feedback"],
+            pack_src_RxL=b.get("pack_src"),
+            unpack_BxL=b.get("unpack"),
+            rngs=nnx.Rngs(dropout=key),
+            deterministic=False,
+        )
 
     def loss_of(params, b, loss_cfg=cfg.loss):
         m = nnx.merge(graphdef, params)
@@ -97,8 +115,9 @@ def main() -> None:
         return metrics["loss"]
 
     b, length = host["items"].shape
+    rows = len(host["pack_src"]) if packed else b  # the rows the encoder computes
     width, heads = int(cfg.model.width), int(cfg.model.heads)
-    qkv = jax.random.normal(key, (3, b, length, heads, width // heads), jnp.float32)
+    qkv = jax.random.normal(key, (3, rows, length, heads, width // heads), jnp.float32)
     mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
 
     def attention(x):
@@ -128,10 +147,11 @@ def main() -> None:
     depth = int(cfg.model.depth)
     real = int(np.count_nonzero(host["items"]))
     print(
-        f"config {args.config}: batch {b} x {length} positions ({real} real), width {width}, "
-        f"depth {depth}, loss {cfg.loss.type}, buckets {list(buckets) or 'off'}"
+        f"config {args.config}: batch {b} x {length} positions ({real} real, encoded as {rows} "
+        f"rows), width {width}, depth {depth}, loss {cfg.loss.type}, "
+        f"buckets {list(buckets) or 'off'}, packing {packed}"
     )
-    rows = [
+    parts = [
         ("encoder forward", t_fwd),
         ("loss forward (2 - 1)", t_loss - t_fwd),
         ("backward (3 - 2)", t_grad - t_loss),
@@ -141,7 +161,7 @@ def main() -> None:
         ("loss fwd+bwd on fixed queries", t_l),
         ("the same without the context-positive mask", t_lnm),
     ]
-    for name, t in rows:
+    for name, t in parts:
         print(f"{name:<45} {1e3 * t:9.1f} ms  {100 * t / t_step:5.1f}% of the step")
 
 

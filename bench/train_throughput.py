@@ -148,7 +148,7 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     import numpy as np
 
     from jaxrec import sharding
-    from jaxrec.assembly import length_buckets, prepare_data
+    from jaxrec.assembly import length_buckets, packing, prepare_data
     from jaxrec.config import validate_config
     from jaxrec.data import pipeline
     from jaxrec.step import Trainer
@@ -165,13 +165,20 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     ts = Trainer(cfg, data, mesh)
     batch_size = int(cfg.train.batch_size)
     buckets = length_buckets(cfg, data)
-    # Warm-up runs until every bucket length has compiled, so no compile is timed.
-    sampler = pipeline.BatchSampler(data.train, batch_size, int(cfg.seed), buckets)
-    lengths = [sampler.batch_length(s) for s in range(warmup + steps + 1000)]
-    warmup = max(warmup, max(lengths.index(b) for b in set(lengths)) + 1)
+    packed = packing(cfg, data, buckets)
+    # Warm-up runs until every batch shape (bucket length, packed rows) of the run has
+    # compiled, so no compile is timed.
+    sampler = pipeline.BatchSampler(data.train, batch_size, int(cfg.seed), buckets, packed)
+    shapes: list[tuple[int, ...]] = []
+    while len(shapes) < warmup + steps:
+        batch = sampler(len(shapes))
+        shapes.append(batch["pack_src"].shape if packed else batch["items"].shape)
+        warmup = max(warmup, shapes.index(shapes[-1]) + 1)
     total = warmup + steps
     cfg.train.steps = total
-    dataset = pipeline.batch_dataset(data.train, batch_size, int(cfg.seed), total, buckets=buckets)
+    dataset = pipeline.batch_dataset(
+        data.train, batch_size, int(cfg.seed), total, buckets=buckets, packing=packed
+    )
     batches = pipeline.batch_iterator(dataset)
 
     def run(first: int, n: int) -> dict[str, Any]:
@@ -184,7 +191,7 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
             waited += time.perf_counter() - t_wait
             targets += int(np.count_nonzero(host["positives"] > 0))
             real += int(np.count_nonzero(host["items"] > 0))
-            padded += int(host["items"].size)
+            padded += int(host["pack_src"].size if packed else host["items"].size)
             batch = sharding.put_batch(host, mesh)
             ts.state, metrics = ts.step_fn(ts.state, batch, jnp.asarray(step, jnp.int32))
         jax.block_until_ready((ts.state, metrics))
@@ -210,6 +217,7 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
         "width": int(cfg.model.width),
         "loss_type": _loss_name(cfg.loss),
         "length_buckets": list(buckets),
+        "packing": packed,
         "train_examples": len(data.train),
         "items": int(data.events.num_items),
         "seconds": seconds,
@@ -242,6 +250,7 @@ def _loss_name(loss) -> str:
 def _child_main(args: argparse.Namespace) -> None:
     cfg = build_config(args.child, args.small, args.config)
     cfg.data.length_buckets = args.buckets
+    cfg.data.packing = args.packing
     result = measure(cfg, args.steps, args.warmup)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -287,7 +296,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         cmd.append("--small")
     if args.config:
         cmd += ["--config", str(args.config)]
-    cmd += ["--buckets", args.buckets]
+    cmd += ["--buckets", args.buckets, "--packing", args.packing]
     return _child_result(*run_and_measure(cmd, REPO), f"{name}: the benchmark subprocess failed")
 
 
@@ -470,6 +479,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="data.length_buckets for jaxrec: '' (off, every batch max_len long), 'auto' or "
         "lengths like '50,100'",
+    )
+    ap.add_argument(
+        "--packing",
+        default="off",
+        help="data.packing for jaxrec: 'off', 'on' or 'auto' (packed rows when they cut a quarter)",
     )
     ap.add_argument("--json", default=None, help="write every number to this JSON file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

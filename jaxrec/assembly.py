@@ -86,11 +86,29 @@ def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
     )
 
 
+def packing(cfg: Any, data: Data, buckets: tuple[int, ...], slices: int = 1) -> bool:
+    """Whether training batches are packed (``data.packing``; "auto": where it cuts the rows
+    computed by 5%, and never with gradient accumulation)."""
+    mode = cfg.data.get("packing", pipeline.DEFAULT_PACKING)
+    if mode == "auto" and int(cfg.train.get("grad_accum_steps", 1)) > 1:
+        return False
+    batch = int(cfg.train.batch_size)
+    return pipeline.resolve_packing(mode, data.train, batch, int(cfg.seed), buckets, slices)
+
+
 def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
     """For data_report.json: the buckets and the share of padded positions they keep."""
     lengths = pipeline.example_lengths(data.train)
     kept = pipeline.padded_share_kept(buckets, lengths) if buckets else 1.0
     return {"length_buckets": list(buckets), "bucketed_positions_share": round(kept, 4)}
+
+
+def packing_report(packed: bool, cfg: Any, data: Data, buckets, slices: int = 1) -> dict:
+    """For data_report.json: whether batches are packed and the share of rows packing keeps."""
+    share = pipeline.packed_rows_share(
+        data.train, int(cfg.train.batch_size), int(cfg.seed), buckets, slices
+    )
+    return {"packing": packed, "packed_rows_share": round(share, 4)}
 
 
 def _uses_window(loss_cfg: Any) -> bool:

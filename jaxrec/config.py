@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from jaxrec.data import feedback_types, simulator
+from jaxrec.data.pipeline import DEFAULT_PACKING, PACKING_MODES, resolve_buckets
 from jaxrec.eval.baselines import BASELINES
 from jaxrec.eval.evaluator import PAIR_SCORES
 from jaxrec.eval.metrics import metric_mode, metric_names
@@ -139,6 +142,17 @@ def validate_config(cfg: Any) -> None:
                 f"config.train.batch_size: {cfg.train.batch_size} is not divisible by "
                 f"config.train.grad_accum_steps ({cfg.train.grad_accum_steps})"
             )
+    buckets = cfg.data.get("length_buckets", ())
+    if buckets != "auto":  # lengths are checked now; "auto" needs the data
+        resolve_buckets(buckets, int(cfg.data.max_len), np.zeros(0, np.int64))
+    packing = cfg.data.get("packing", DEFAULT_PACKING)
+    if packing not in PACKING_MODES:
+        raise ValueError(f"config.data.packing: one of {list(PACKING_MODES)}, got {packing!r}")
+    if packing == "on" and int(cfg.train.get("grad_accum_steps", 1)) > 1:
+        raise ValueError(
+            "config.data.packing: 'on' needs config.train.grad_accum_steps = 1 (micro-batches "
+            "split examples, not packed rows); use 'auto' or 'off'"
+        )
     if not isinstance(cfg.train.get("tensorboard", True), bool):
         raise ValueError(f"config.train.tensorboard: True or False, got {cfg.train.tensorboard!r}")
     if float(cfg.optim.learning_rate) <= 0:

@@ -111,6 +111,7 @@ def cloze_batch(
         "explicit": jnp.where(hide[..., None], neg_items[:, None, :], 0),
         "explicit_type": jnp.broadcast_to(neg_types[:, None, :], (b, length, m)),
         "context_positives": batch["context_positives"],
+        **{k: batch[k] for k in ("pack_src", "unpack") if k in batch},
     }
 
 
@@ -189,6 +190,8 @@ def make_train_step(
         hidden_BxLxD = model.encode(
             batch["items"],
             batch["feedback"],
+            pack_src_RxL=batch.get("pack_src"),
+            unpack_BxL=batch.get("unpack"),
             rngs=nnx.Rngs(dropout=drop_key),
             deterministic=False,
         )

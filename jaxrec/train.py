@@ -21,7 +21,14 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxrec import checkpoint, faults, sharding
-from jaxrec.assembly import Data, bucket_report, length_buckets, prepare_data
+from jaxrec.assembly import (
+    Data,
+    bucket_report,
+    length_buckets,
+    packing,
+    packing_report,
+    prepare_data,
+)
 from jaxrec.config import select_sign, validate_config
 from jaxrec.data import pipeline
 from jaxrec.data.sequences import (
@@ -212,12 +219,18 @@ def train(
     check_resume_config(workdir, cfg)
     data = prepare_data(cfg)
     buckets = length_buckets(cfg, data)
+    mesh = sharding.make_mesh(cfg.mesh)
+    slices = int(mesh.shape["data"])
+    packed = packing(cfg, data, buckets, slices)
     if lead:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-        report = {**data.report(), **bucket_report(buckets, data)}
+        report = {
+            **data.report(),
+            **bucket_report(buckets, data),
+            **packing_report(packed, cfg, data, buckets, slices),
+        }
         (workdir / "data_report.json").write_text(json.dumps(report, indent=2))
 
-    mesh = sharding.make_mesh(cfg.mesh)
     ts = Trainer(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
     total = int(cfg.train.steps)
     dataset = pipeline.batch_dataset(
@@ -228,6 +241,8 @@ def train(
         jax.process_index(),
         jax.process_count(),
         buckets,
+        packed,
+        slices,
     )
     evaluator = Evaluator(cfg.eval)
     ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints))

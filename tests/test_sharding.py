@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent(
     from tests.tiny import tiny_config
 
     cfg = tiny_config()
+    cfg.data.max_len = 24  # short and long examples: packing has something to pack
     data = prepare_data(cfg)
     sampler = BatchSampler(data.train, cfg.train.batch_size, cfg.seed)
     out = {"devices": jax.device_count(), "losses": {}}
@@ -45,6 +46,17 @@ SCRIPT = textwrap.dedent(
         got = [np.asarray(x) for x in jax.tree.leaves(nnx.to_pure_dict(states[shape].state))]
         same.append(all(np.array_equal(a, b) for a, b in zip(src, got)))
     ckpt.close()
+    # Packed rows on the (2, 4) mesh: each data shard packs its own examples; same losses.
+    cfg.mesh.shape = (2, 4)
+    mesh = sharding.make_mesh(cfg.mesh)
+    ts = Trainer(cfg, data, mesh)
+    packer = BatchSampler(data.train, cfg.train.batch_size, cfg.seed, packing=True, slices=2)
+    out["packed_losses"], out["packed_rows"] = [], []
+    for step in range(4):
+        host = packer(step)
+        out["packed_rows"].append(len(host["pack_src"]))
+        ts.state, m = ts.step_fn(ts.state, sharding.put_batch(host, mesh), np.int32(step))
+        out["packed_losses"].append(float(m["loss"]))
     sharded = states[(2, 4)].state
     emb = nnx.to_pure_dict(sharded)[0]["item_embed"]["embedding"]
     out["restored_identical"] = same
@@ -62,4 +74,7 @@ def test_sharded_training_and_cross_mesh_restore(tmp_path):
         for a, b in zip(ref, losses, strict=True):
             assert abs(a - b) < 1e-4 * max(1.0, abs(a))
     assert out["restored_identical"] == [True, True]
+    assert min(out["packed_rows"]) < 16  # really packed
+    for a, b in zip(ref, out["packed_losses"], strict=True):
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a))
     assert "model" in out["embedding_spec"]

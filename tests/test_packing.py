@@ -1,0 +1,171 @@
+"""Sequence packing: packed rows give the unpacked loss and update, and attention never crosses
+from one example to another."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrec import sharding
+from jaxrec.assembly import prepare_data
+from jaxrec.config import validate_config
+from jaxrec.data.pipeline import (
+    PACK_AUTO_SHARE,
+    BatchSampler,
+    pack_batch,
+    pack_rows,
+    packed_rows_share,
+    resolve_packing,
+    rows_needed,
+)
+from jaxrec.step import Trainer
+from jaxrec.train import train
+from tests.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Short and long examples (contexts of 12-24 events, max_len 24), with the appeal head,
+    its repeat term and the contrast term on: every loss term reads the unpacked layout."""
+    cfg = tiny_config()
+    cfg.data.max_len = 24
+    cfg.data.packing = "off"
+    cfg.loss.contrast_weight = 1.0
+    cfg.data.contrast_window = 3
+    cfg.model.appeal_head = True
+    cfg.model.appeal_repeats = True
+    cfg.loss.appeal_weight = 1.0
+    return cfg, prepare_data(cfg)
+
+
+def test_pack_rows_best_fit_decreasing():
+    assert pack_rows(np.array([3, 7, 2, 5, 4]), 10) == [[1, 0], [3, 4], [2]]
+    assert pack_rows(np.array([10, 10]), 10) == [[0], [1]]
+    assert pack_rows(np.array([6, 0, 3, 4]), 10) == [[0, 3], [2]]  # 4 joins 6
+
+
+def test_pack_batch_maps_every_real_slot_once_and_back():
+    items = np.array(
+        [
+            [0, 0, 0, 0, 5, 6],  # 2 tokens
+            [1, 2, 3, 4, 5, 6],  # 6
+            [0, 0, 0, 7, 8, 9],  # 3
+            [0, 0, 0, 0, 0, 3],  # 1
+        ]
+    )
+    src, unpack = pack_batch(items)
+    assert src.shape == (2, 6)  # [6] and [3 + 2 + 1]
+    real = items > 0
+    np.testing.assert_array_equal(unpack >= 0, real)
+    assert sorted(src[src >= 0].tolist()) == np.flatnonzero(real.ravel()).tolist()
+    # unpack is the inverse of pack_src, and each example stays in order within one row.
+    np.testing.assert_array_equal(src.ravel()[unpack[real]], np.flatnonzero(real.ravel()))
+    for b in range(4):
+        rows = unpack[b][real[b]] // 6
+        assert len(set(rows.tolist())) == 1
+        assert np.all(np.diff(unpack[b][real[b]]) == 1)
+    # Two data shards pack their own halves into the same number of rows.
+    src2, unpack2 = pack_batch(items, slices=2)
+    assert src2.shape == (4, 6) and rows_needed(items, slices=2) == 2
+    assert np.all((src2[:2][src2[:2] >= 0] // 6) < 2) and np.all(src2[2:][src2[2:] >= 0] // 6 >= 2)
+    # A fixed row count: padded rows, or one row per example when the batch needs more.
+    assert pack_batch(items, rows=3)[0].shape == (3, 6)
+    src1, unpack1 = pack_batch(items, rows=1)
+    assert src1.shape == (4, 6)
+    np.testing.assert_array_equal(src1.ravel()[unpack1[real]], np.flatnonzero(real.ravel()))
+    with pytest.raises(ValueError, match="3 parts"):
+        pack_batch(items, slices=3)
+
+
+def _step(ts, batch):
+    state = jax.tree.map(jnp.copy, ts.state)  # the step donates its input state
+    return ts.step_fn(state, {k: jnp.asarray(v) for k, v in batch.items()}, 0)
+
+
+def test_a_packed_batch_gives_the_unpacked_loss_and_update(tiny):
+    cfg, data = tiny
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
+    sampler = BatchSampler(data.train, 16, 0, packing=True)
+    batch = sampler(0)
+    assert len(batch["pack_src"]) < 16  # really packed
+    plain = {k: v for k, v in batch.items() if k not in ("pack_src", "unpack")}
+    s_plain, m_plain = _step(ts, plain)
+    s_packed, m_packed = _step(ts, batch)
+    for key in ("loss", "loss_sampled", "loss_contrast", "loss_appeal", "targets"):
+        np.testing.assert_allclose(m_packed[key], m_plain[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(s_packed), jax.tree.leaves(s_plain), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_attention_never_crosses_an_example(tiny):
+    cfg, data = tiny
+    model = Trainer(cfg, data, sharding.make_mesh(cfg.mesh)).model
+    batch = BatchSampler(data.train, 16, 0, packing=True)(0)
+    src, unpack = batch["pack_src"], batch["unpack"]
+    # An example that shares its packed row with others.
+    row_of = unpack.max(axis=1) // src.shape[1]
+    shared = next(b for b in range(16) if np.sum(row_of == row_of[b]) > 1)
+
+    def encode(items, packed=True):
+        kw = dict(pack_src_RxL=jnp.asarray(src), unpack_BxL=jnp.asarray(unpack)) if packed else {}
+        return np.asarray(model.encode(jnp.asarray(items), jnp.asarray(batch["feedback"]), **kw))
+
+    real = batch["items"] > 0
+    hidden = encode(batch["items"])
+    np.testing.assert_allclose(
+        hidden[real], encode(batch["items"], packed=False)[real], rtol=1e-5, atol=1e-5
+    )
+    assert np.all(hidden[~real] == 0)
+    changed = batch["items"].copy()
+    changed[shared][real[shared]] = (changed[shared][real[shared]] % 100) + 1
+    other = np.arange(16) != shared
+    again = encode(changed)
+    np.testing.assert_array_equal(again[other], hidden[other])  # bit for bit
+    assert not np.allclose(again[shared][real[shared]], hidden[shared][real[shared]])
+
+
+def test_a_run_compiles_at_most_two_row_counts(tiny):
+    _, data = tiny
+    sampler = BatchSampler(data.train, 16, 0, packing=True)
+    rows = {len(sampler(s)["pack_src"]) for s in range(3 * sampler.steps_per_epoch)}
+    assert rows <= {sampler._pack_rows[24], 16} and min(rows) < 16
+
+
+def test_packing_modes(tiny):
+    cfg, data = tiny
+    share = packed_rows_share(data.train, 16, 0)
+    assert 0 < share <= PACK_AUTO_SHARE
+    assert resolve_packing("auto", data.train, 16, 0)
+    assert not resolve_packing("off", data.train, 16, 0)
+    assert resolve_packing("on", data.train, 16, 0)
+    # Length classes of 6 slots hold examples of 1-6 tokens: little left to pack.
+    bucketed = packed_rows_share(data.train, 16, 0, (6, 12, 18, 24))
+    assert bucketed > share
+    assert resolve_packing("auto", data.train, 16, 0, (6, 12, 18, 24)) == (
+        bucketed <= PACK_AUTO_SHARE
+    )
+    bad = tiny_config()
+    bad.data.packing = "yes"
+    with pytest.raises(ValueError, match="config.data.packing"):
+        validate_config(bad)
+    bad.data.packing = "on"
+    bad.train.grad_accum_steps = 2
+    with pytest.raises(ValueError, match="grad_accum_steps"):
+        validate_config(bad)
+
+
+def test_training_with_packing_reports_it_and_resumes_exactly(tmp_path):
+    cfg = tiny_config()
+    cfg.data.max_len = 24
+    cfg.data.packing = "auto"
+    cfg.train.steps = 10
+    cfg.train.eval_every = 10
+    cfg.train.checkpoint_every = 5
+    result = train(cfg, tmp_path / "full", progress=False)
+    report = json.loads((tmp_path / "full" / "data_report.json").read_text())
+    assert report["packing"] is True and 0 < report["packed_rows_share"] <= PACK_AUTO_SHARE
+    assert train(cfg, tmp_path / "cut", progress=False, stop_at=5) is None
+    resumed = train(cfg, tmp_path / "cut", progress=False)
+    assert resumed == result
