@@ -14,6 +14,7 @@ from jaxrec.config import validate_config
 from jaxrec.data.pipeline import (
     PACK_AUTO_SHARE,
     BatchSampler,
+    batch_dataset,
     pack_batch,
     pack_rows,
     packed_rows_share,
@@ -169,3 +170,16 @@ def test_training_with_packing_reports_it_and_resumes_exactly(tmp_path):
     assert train(cfg, tmp_path / "cut", progress=False, stop_at=5) is None
     resumed = train(cfg, tmp_path / "cut", progress=False)
     assert resumed == result
+
+
+def test_each_host_loads_its_own_shards_packed_rows(tiny):
+    _, data = tiny
+    whole = BatchSampler(data.train, 16, 0, packing=True, slices=4)(3)
+    hosts = [batch_dataset(data.train, 16, 0, 5, p, 2, packing=True, slices=4)[3] for p in (0, 1)]
+    for key in ("items", "unpack", "pack_src"):
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in hosts]), whole[key])
+    for p, host in enumerate(hosts):  # a host's packed rows hold only its own examples
+        src = host["pack_src"][host["pack_src"] >= 0] // whole["items"].shape[1]
+        assert np.all((src >= 8 * p) & (src < 8 * (p + 1)))
+    with pytest.raises(ValueError, match="data.packing"):
+        batch_dataset(data.train, 16, 0, 5, 0, 2, packing=True, slices=3)
