@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrec import sharding
-from jaxrec.assembly import prepare_data
+from jaxrec.assembly import packing, prepare_data
 from jaxrec.config import validate_config
 from jaxrec.data.pipeline import (
     PACK_AUTO_SHARE,
@@ -100,6 +100,20 @@ def test_a_packed_batch_gives_the_unpacked_loss_and_update(tiny):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+def test_a_packed_cloze_batch_gives_the_unpacked_loss(tiny):
+    """Bidirectional (BERT4Rec) training: attention within each example in both directions."""
+    cfg, data = tiny
+    cfg = cfg.copy_and_resolve_references()
+    cfg.model.causal = False
+    cfg.model.appeal_head, cfg.loss.appeal_weight, cfg.loss.contrast_weight = False, 0.0, 0.0
+    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
+    batch = BatchSampler(data.train, 16, 0, packing=True)(1)
+    plain = {k: v for k, v in batch.items() if k not in ("pack_src", "unpack")}
+    (_, m_plain), (_, m_packed) = _step(ts, plain), _step(ts, batch)
+    for key in ("loss", "targets"):
+        np.testing.assert_allclose(m_packed[key], m_plain[key], rtol=1e-5, atol=1e-6)
+
+
 def test_attention_never_crosses_an_example(tiny):
     cfg, data = tiny
     model = Trainer(cfg, data, sharding.make_mesh(cfg.mesh)).model
@@ -147,6 +161,11 @@ def test_packing_modes(tiny):
     assert resolve_packing("auto", data.train, 16, 0, (6, 12, 18, 24)) == (
         bucketed <= PACK_AUTO_SHARE
     )
+    accum = cfg.copy_and_resolve_references()
+    accum.data.packing, accum.train.grad_accum_steps = "auto", 2
+    assert not packing(accum, data, ())  # micro-batches split examples: auto stays off
+    accum.data.packing = "on"
+    assert packing(accum, data, ())
     bad = tiny_config()
     bad.data.packing = "yes"
     with pytest.raises(ValueError, match="config.data.packing"):
