@@ -276,9 +276,10 @@ class SequenceModel(nnx.Module):
         With ``pack_src_RxL`` (and ``unpack_BxL``) the rows are encoded packed: packed slot
         (r, s) holds the token at flat index ``pack_src_RxL[r, s] = b * L + l`` (-1: padding),
         attends only to the earlier tokens of the same example b, and is embedded at the
-        position it has in the unpacked row; the hidden states are gathered back to
-        ``[B, L, D]`` through ``unpack_BxL`` (the packed slot of each (b, l); -1: padding,
-        whose hidden state is 0). Same result as unpacked for every real token.
+        position it has in the unpacked row. The result is the packed ``[R, L, D]`` (what the
+        training step's loss reads), or, with ``unpack_BxL`` (the packed slot of each (b, l);
+        -1: padding, whose hidden state is 0), moved back to ``[B, L, D]``. Same hidden state
+        as unpacked for every real token.
         """
         length = items_BxL.shape[1]
         slot_BxL = jnp.arange(length)[None]
@@ -343,11 +344,16 @@ class SequenceModel(nnx.Module):
         return jnp.concatenate(parts, axis=1)
 
     def repeat_scores(
-        self, items_BxL: jax.Array, feedback_BxL: jax.Array, candidates_BxQxC: jax.Array
+        self,
+        items_BxL: jax.Array,
+        feedback_BxL: jax.Array,
+        candidates_BxQxC: jax.Array,
+        segment_BxL: jax.Array | None = None,
     ) -> jax.Array | None:
         """The appeal head's repeat term ``[B, Q, C]`` of candidates against the history tokens
         (None without ``model.appeal_repeats``). With Q = L (training) query q reads the tokens
-        at slots <= q; with Q = 1 (evaluation, serving) it reads the whole history."""
+        at slots <= q, of its own segment when ``segment_BxL`` is given (packed rows); with
+        Q = 1 (evaluation, serving) it reads the whole history."""
         if self.appeal_repeat is None:
             return None
         b, q, _ = candidates_BxQxC.shape
@@ -357,6 +363,8 @@ class SequenceModel(nnx.Module):
         )[:, None, None, :]
         if q > 1:  # causal: a position knows only the reactions up to itself
             match_BxQxCxL &= jnp.tril(jnp.ones((q, length), bool))[None, :, None, :]
+        if segment_BxL is not None:  # packed: only its own example's reactions
+            match_BxQxCxL &= (segment_BxL[:, :q, None] == segment_BxL[:, None, :])[:, :, None, :]
         types = self.appeal_repeat.shape[1]
         onehot_BxLxT = jax.nn.one_hot(jnp.clip(feedback_BxL, 0, types - 1), types)
         counts_BxQxCxT = jnp.einsum(

@@ -131,6 +131,16 @@ def _flat_window(x_BxLxW: jax.Array | None) -> jax.Array | None:
     return None if x_BxLxW is None else x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
 
 
+def _to_packed(x_BxLxX: jax.Array, src_RxL: jax.Array) -> jax.Array:
+    """``[R, L, ...]``: packed slot (r, s) holds ``x[b, l]`` for ``src_RxL[r, s] = b L + l``
+    (zeros where -1)."""
+    b, length = x_BxLxX.shape[:2]
+    rest = x_BxLxX.shape[2:]
+    flat = x_BxLxX.reshape(b * length, *rest)[jnp.maximum(src_RxL, 0)]
+    real = (src_RxL >= 0).reshape(*src_RxL.shape, *([1] * len(rest)))
+    return jnp.where(real, flat, jnp.zeros((), flat.dtype))
+
+
 def _micro_batches(x: jax.Array, accum: int) -> jax.Array:
     """``[B, ...] -> [accum, B / accum, ...]``, micro-batch i holding rows i, i + accum, ...:
     each one spread evenly over the ``data`` shards of the batch."""
@@ -176,22 +186,39 @@ def make_train_step(
     appeal_weight = float(cfg.loss.get("appeal_weight", 0.0))
 
     def loss_fn(model, batch, loss_key, drop_key, step):
+        b, length = batch["items"].shape
         m = batch["explicit"].shape[-1]
+        src_RxL = batch.get("pack_src")
+        items, feedback, segment, slot_N = batch["items"], batch["feedback"], None, None
+
+        def layout(x):  # the loss's layout of a [B, L, ...] array: unpacked, or packed rows
+            return x if src_RxL is None else _to_packed(x, src_RxL)
+
+        if src_RxL is not None:
+            # Packed: the loss reads the packed rows too (no all-padding rows to score); each
+            # target moves with its query, and context rows and per-query random negatives
+            # follow the query's unpacked slot, so the loss is the unpacked batch's.
+            slot_N = src_RxL.reshape(-1)
+            items, feedback = layout(items), layout(feedback)
+            segment = jnp.where(src_RxL >= 0, src_RxL // length + 1, 0)
+        future = {k: batch.get(k) for k in ("future_items", "future_labels")}
+        future = {k: None if v is None else layout(v) for k, v in future.items()}
         targets = LossTargets(
-            positive_N=batch["positives"].reshape(-1),
-            explicit_NxM=batch["explicit"].reshape(-1, m),
-            explicit_type_NxM=batch["explicit_type"].reshape(-1, m),
+            positive_N=layout(batch["positives"]).reshape(-1),
+            explicit_NxM=layout(batch["explicit"]).reshape(-1, m),
+            explicit_type_NxM=layout(batch["explicit_type"]).reshape(-1, m),
             # Every item liked anywhere in the row's context (not only in this example's
             # slice of it): never a negative.
             context_positives_RxP=batch["context_positives"],
-            future_items_NxW=_flat_window(batch.get("future_items")),
-            future_labels_NxW=_flat_window(batch.get("future_labels")),
+            future_items_NxW=_flat_window(future["future_items"]),
+            future_labels_NxW=_flat_window(future["future_labels"]),
+            query_slot_N=slot_N,
+            num_slots=b * length,
         )
-        hidden_BxLxD = model.encode(
+        hidden_BxLxD = model.encode(  # [R, L, D] when packed
             batch["items"],
             batch["feedback"],
-            pack_src_RxL=batch.get("pack_src"),
-            unpack_BxL=batch.get("unpack"),
+            pack_src_RxL=src_RxL,
             rngs=nnx.Rngs(dropout=drop_key),
             deterministic=False,
         )
@@ -213,9 +240,7 @@ def make_train_step(
             appeal_BxLxD = model.appeal_query(hidden_BxLxD)
             future_items_NxW = targets.future_items_NxW.astype(jnp.int32)
             repeat_BxLxW = model.repeat_scores(
-                batch["items"],
-                batch["feedback"],
-                future_items_NxW.reshape(*batch["items"].shape, -1),
+                items, feedback, future_items_NxW.reshape(*items.shape, -1), segment
             )
             appeal, appeal_acc = appeal_term(
                 appeal_BxLxD.reshape(-1, appeal_BxLxD.shape[-1]),

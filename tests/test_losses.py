@@ -376,3 +376,16 @@ def test_popularity_draws_never_have_infinite_log_q():
         ids, log_q = draw_random_negatives(cfg, jax.random.key(seed), 4096, 5999, logp)
         assert bool(jnp.isfinite(log_q).all())
         assert bool((counts[np.asarray(ids)] > 0).all())
+
+
+def test_uniform_negatives_cover_the_catalog_evenly():
+    from jaxrec.losses.sampling import sample_uniform_negatives
+
+    ids = np.asarray(sample_uniform_negatives(jax.random.key(0), (400, 250), 7))
+    assert ids.dtype == np.int32 and ids.shape == (400, 250)
+    counts = np.bincount(ids.ravel(), minlength=8)
+    assert counts[0] == 0 and ids.max() == 7  # never the padding item, never past the catalog
+    expected = ids.size / 7
+    chi2 = float(np.sum((counts[1:] - expected) ** 2 / expected))
+    assert chi2 < 22.5  # chi-square, 6 degrees of freedom, p = 0.001
+    assert sample_uniform_negatives(jax.random.key(1), 5, 3).shape == (5,)

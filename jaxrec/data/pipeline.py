@@ -14,7 +14,7 @@ same loss as the uncut one.
 
 Sequence packing (``data.packing``): the examples of a batch are also packed, several to a row,
 best-fit decreasing, into a fixed number of rows of the batch's length: the most the run's
-first 32 batches need (a batch that needs more gets one row per example: at most two compiled
+first 128 batches need (a batch that needs more gets one row per example: at most two compiled
 shapes per length). The batch gains ``pack_src`` ``[R, L]``, the flat index ``b * L + l`` of
 the example slot each packed slot holds (-1: padding), and ``unpack`` ``[B, L]``, the packed
 slot of each example slot (-1: padding). The model encodes the packed rows with attention kept
@@ -49,7 +49,7 @@ POSITION_KEYS = (
 # MovieLens at max_len 200 (docs/throughput.md): quarters 1.78x, eighths 2.18x the unbucketed
 # targets/s for BCE with one negative.
 AUTO_EIGHTHS_FROM = 128
-PACK_SAMPLE_BATCHES = 32
+PACK_SAMPLE_BATCHES = 128
 
 
 def resolve_buckets(buckets: Any, max_len: int, lengths_E: np.ndarray) -> tuple[int, ...]:
@@ -242,7 +242,7 @@ class BatchSampler:
         if packing:
             # One packed row count per batch length, the most the run's first batches need;
             # a later batch that needs more takes one row per example (a second shape).
-            for step in range(min(PACK_SAMPLE_BATCHES, self.steps_per_epoch)):
+            for step in range(PACK_SAMPLE_BATCHES):
                 length = self.batch_length(step)
                 batch = self.examples.take(self.batch_indices(step))
                 need = rows_needed(cut_batch(batch, length)["items"], slices)

@@ -52,6 +52,12 @@ class LossTargets:
     # events after each query: the explicit contrast's window (None: the gap negatives).
     future_items_NxW: jax.Array | None = None
     future_labels_NxW: jax.Array | None = None
+    # Packed batches: the N queries are a packing of ``num_slots`` unpacked ones (R rows of
+    # num_slots / R); query n is unpacked slot ``query_slot_N[n]`` (-1: padding, no target).
+    # Context rows and per-query random negatives follow the unpacked slot, so the loss is the
+    # unpacked batch's.
+    query_slot_N: jax.Array | None = None
+    num_slots: int = 0
 
     @classmethod
     def create(
@@ -88,13 +94,22 @@ def score_targets(
     pos_logit_N = jnp.einsum("nd,nd->n", query_NxD, table_VxD[pos_N], preferred_element_type=_F32)
     exclude_NxP = pos_N[:, None]
     row_excl_RxV = None  # [R, V + 1]: items liked in each row's context
+    slot_N = targets.query_slot_N
+    if slot_N is not None:
+        slot_N = jnp.maximum(slot_N.astype(jnp.int32), 0)
+    query_row_N = None
     if c.mask_context_positives and targets.context_positives_RxP is not None:
         ctx_RxP = targets.context_positives_RxP.astype(jnp.int32)
+        if slot_N is not None:
+            query_row_N = slot_N // (targets.num_slots // ctx_RxP.shape[0])
         if c.kernel == "pallas":  # its tiles take per-query ids only
-            per_row = query_NxD.shape[0] // ctx_RxP.shape[0]
-            exclude_NxP = jnp.concatenate(
-                [exclude_NxP, jnp.repeat(ctx_RxP, per_row, axis=0)], axis=1
-            )
+            if query_row_N is None:
+                per_row = query_NxD.shape[0] // ctx_RxP.shape[0]
+                ctx_NxP = jnp.repeat(ctx_RxP, per_row, axis=0)
+            else:
+                ctx_NxP = ctx_RxP[query_row_N]
+            exclude_NxP = jnp.concatenate([exclude_NxP, ctx_NxP], axis=1)
+            query_row_N = None
         else:
             row_excl_RxV = context_exclusion(ctx_RxP, table_VxD.shape[0])
 
@@ -127,6 +142,9 @@ def score_targets(
         type_w_NxM=type_w_NxM,
         exp_w_NxM=exp_w_NxM,
         extra_NxE=jnp.concatenate(extras, axis=1),
+        query_row_N=query_row_N,
+        query_slot_N=slot_N,
+        num_slots=targets.num_slots,
     )
 
 

@@ -8,8 +8,9 @@ logits per query, every implementation returns
 
 and ``-inf`` for a row with no term at all. ``row_exclude_RxC`` (optional, bool) also drops
 candidate c for every query of row r, where the N queries are R rows of N / R consecutive
-queries (a training example's positions): how a whole context's positives are kept out of its
-negatives without an N x P list of ids. Extra logits may be ``-inf`` (masked);
+queries (a training example's positions), or query n is of row ``query_row_N[n]`` when given
+(packed batches): how a whole context's positives are kept out of its negatives without an
+N x P list of ids. Extra logits may be ``-inf`` (masked);
 ``cand_ids_C=None`` means the ids are the row positions (the catalog: row 0 is padding). The caller
 puts the positive, the explicit negatives and any per-query candidates into ``extra``; the
 catalog (full softmax) or the in-batch positives are the streamed candidates.
@@ -54,8 +55,11 @@ def candidate_mask(ids_C: jax.Array, exclude_NxP: jax.Array | None) -> jax.Array
     return mask
 
 
-def _row_mask(row_exclude_Rxc, n: int) -> jax.Array:
-    """``[N, c]`` mask from a per-row one: N queries are R rows of N / R queries."""
+def _row_mask(row_exclude_Rxc, n: int, query_row_N=None) -> jax.Array:
+    """``[N, c]`` mask from a per-row one: query n is of row ``query_row_N[n]``, or the N
+    queries are R rows of N / R queries."""
+    if query_row_N is not None:
+        return row_exclude_Rxc[query_row_N]
     r = row_exclude_Rxc.shape[0]
     return jnp.repeat(row_exclude_Rxc, n // r, axis=0, total_repeat_length=n)
 
@@ -63,12 +67,13 @@ def _row_mask(row_exclude_Rxc, n: int) -> jax.Array:
 def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, excl, start=None):
     """Masked logits of one candidate tile; ``ids_c=None`` means ids are row positions.
 
-    ``excl`` is (exclude_NxP, row_exclude_Rxc or None), the latter already cut to the tile."""
-    exclude_NxP, row_exclude_Rxc = excl
+    ``excl`` is (exclude_NxP, row_exclude_Rxc or None, query_row_N or None), the second
+    already cut to the tile."""
+    exclude_NxP, row_exclude_Rxc, query_row_N = excl
     s = lax.dot_general(q_NxD, t_cxD, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
     s = s + bias_c[None, :]
     if row_exclude_Rxc is not None:
-        s = jnp.where(_row_mask(row_exclude_Rxc, s.shape[0]), -jnp.inf, s)
+        s = jnp.where(_row_mask(row_exclude_Rxc, s.shape[0], query_row_N), -jnp.inf, s)
     if ids_c is not None:
         return jnp.where(candidate_mask(ids_c, exclude_NxP), s, -jnp.inf)
     # Ids are positions (the catalog): scatter -inf at the N x (P + 1) excluded positions, a
@@ -80,7 +85,15 @@ def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, excl, start=None):
     return s.at[rows, excl].set(-jnp.inf, mode="drop")
 
 
-def _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC=None):
+def _defaults(
+    query_NxD,
+    cand_CxD,
+    cand_bias_C,
+    extra_NxE,
+    exclude_NxP,
+    row_exclude_RxC=None,
+    query_row_N=None,
+):
     n, c = query_NxD.shape[0], cand_CxD.shape[0]
     if cand_bias_C is None:
         cand_bias_C = jnp.zeros((c,), _F32)
@@ -90,13 +103,16 @@ def _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_excl
         exclude_NxP = jnp.zeros((n, 0), jnp.int32)
     if row_exclude_RxC is not None:
         r = row_exclude_RxC.shape[0]
-        if row_exclude_RxC.shape[1] != c or n % r:
+        rows_fit = n % r == 0 if query_row_N is None else query_row_N.shape == (n,)
+        if row_exclude_RxC.shape[1] != c or not rows_fit:
             raise ValueError(
                 f"row_exclude_RxC: shape {row_exclude_RxC.shape} does not fit {n} queries "
                 f"x {c} candidates"
             )
         row_exclude_RxC = row_exclude_RxC.astype(bool)
-    excl = (exclude_NxP.astype(jnp.int32), row_exclude_RxC)
+    if query_row_N is not None:
+        query_row_N = query_row_N.astype(jnp.int32)
+    excl = (exclude_NxP.astype(jnp.int32), row_exclude_RxC, query_row_N)
     return cand_bias_C.astype(_F32), extra_NxE.astype(_F32), excl
 
 
@@ -112,10 +128,12 @@ def dense_lse(
     extra_NxE: jax.Array | None = None,
     exclude_NxP: jax.Array | None = None,
     row_exclude_RxC: jax.Array | None = None,
+    *,
+    query_row_N: jax.Array | None = None,
 ) -> jax.Array:
     """Reference: the whole N x (E + C) logit matrix in float32, differentiated by autodiff."""
     bias_C, extra_NxE, excl = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC
+        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC, query_row_N
     )
     if cand_ids_C is None:  # positions: the reference compares ids, as written in the spec
         cand_ids_C = jnp.arange(cand_CxD.shape[0], dtype=jnp.int32)
@@ -147,8 +165,8 @@ def _chunk_logits(q, t, ids, bias, excl, start, size):
             return lax.slice_in_dim(x, start, start + size, axis=axis)
         return lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
-    exclude_NxP, row_RxC = excl
-    excl = (exclude_NxP, None if row_RxC is None else cut(row_RxC, axis=1))
+    exclude_NxP, row_RxC, query_row_N = excl
+    excl = (exclude_NxP, None if row_RxC is None else cut(row_RxC, axis=1), query_row_N)
     return _tile_logits(q, cut(t), None if ids is None else cut(ids), cut(bias), excl, start)
 
 
@@ -250,11 +268,12 @@ def chunked_lse(
     exclude_NxP: jax.Array | None = None,
     row_exclude_RxC: jax.Array | None = None,
     *,
+    query_row_N: jax.Array | None = None,
     chunk_size: int = 1024,
 ) -> jax.Array:
     """Streamed lse with a recomputing custom VJP; bf16 inputs accumulate in float32."""
     bias_C, extra_NxE, exclude_NxP = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC
+        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC, query_row_N
     )
     return _chunked_lse(
         query_NxD,
@@ -303,6 +322,7 @@ def pallas_lse(
     exclude_NxP: jax.Array | None = None,
     row_exclude_RxC: jax.Array | None = None,
     *,
+    query_row_N: jax.Array | None = None,
     chunk_size: int = 1024,
     block_queries: int = 128,
     block_candidates: int = 512,
@@ -342,6 +362,7 @@ def softmax_lse(
     exclude_NxP: jax.Array | None = None,
     row_exclude_RxC: jax.Array | None = None,
     *,
+    query_row_N: jax.Array | None = None,
     kernel: str = "chunked",
     chunk_size: int = 1024,
     block_queries: int = 128,
@@ -351,12 +372,13 @@ def softmax_lse(
     """Dispatches to the ``dense``, ``chunked`` or ``pallas`` implementation (same result)."""
     args = (query_NxD, cand_CxD, cand_ids_C, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC)
     if kernel == "dense":
-        return dense_lse(*args)
+        return dense_lse(*args, query_row_N=query_row_N)
     if kernel == "chunked":
-        return chunked_lse(*args, chunk_size=chunk_size)
+        return chunked_lse(*args, query_row_N=query_row_N, chunk_size=chunk_size)
     if kernel == "pallas":
         return pallas_lse(
             *args,
+            query_row_N=query_row_N,
             chunk_size=chunk_size,
             block_queries=block_queries,
             block_candidates=block_candidates,

@@ -37,6 +37,12 @@ class Scored:
     type_w_NxM: jax.Array | None  # per-feedback-type weight of each explicit negative
     exp_w_NxM: jax.Array | None  # its weight in the softmax terms (0 = not a negative)
     extra_NxE: jax.Array  # the positive and the weighted explicit negatives, as logits
+    # the row of each query in row_exclude_RxV (None: N / R consecutive queries per row)
+    query_row_N: jax.Array | None = None
+    # packed batches: each query's slot in the unpacked layout of ``num_slots`` queries, where
+    # per-query random negatives are drawn (so a packed batch draws what the unpacked one does)
+    query_slot_N: jax.Array | None = None
+    num_slots: int = 0
 
     def mean_valid(self, x_N: jax.Array) -> jax.Array:
         """The mean of a per-query value over the queries with a positive target."""
@@ -45,7 +51,10 @@ class Scored:
 
 
 def candidate_row_mask(
-    ids_NxK: jax.Array, exclude_NxP: jax.Array, row_exclude_RxV: jax.Array | None = None
+    ids_NxK: jax.Array,
+    exclude_NxP: jax.Array,
+    row_exclude_RxV: jax.Array | None = None,
+    query_row_N: jax.Array | None = None,
 ) -> jax.Array:
     """True where a per-query candidate counts: id != 0, not excluded for its query or row."""
     mask = ids_NxK != 0
@@ -53,7 +62,7 @@ def candidate_row_mask(
         mask = mask & (ids_NxK != exclude_NxP[:, p : p + 1])
     if row_exclude_RxV is not None:
         n, r = ids_NxK.shape[0], row_exclude_RxV.shape[0]
-        row_N = jnp.arange(n) // (n // r)
+        row_N = jnp.arange(n) // (n // r) if query_row_N is None else query_row_N
         mask = mask & ~row_exclude_RxV[row_N[:, None], ids_NxK]
     return mask
 
@@ -107,7 +116,16 @@ def per_query_logits(
 def full_softmax_lse(s: Scored, query_NxD, table_VxD, lse_fn: LseFn) -> jax.Array:
     """log-normaliser over the whole catalog and the extra logits."""
     # ids=None: candidate ids are the row positions (row 0, the padding item, is masked).
-    return lse_fn(query_NxD, table_VxD, None, None, s.extra_NxE, s.exclude_NxP, s.row_exclude_RxV)
+    return lse_fn(
+        query_NxD,
+        table_VxD,
+        None,
+        None,
+        s.extra_NxE,
+        s.exclude_NxP,
+        s.row_exclude_RxV,
+        query_row_N=s.query_row_N,
+    )
 
 
 def in_batch_lse(
@@ -122,7 +140,14 @@ def in_batch_lse(
         bias_N = -(in_batch_log_q(pos_N, table_VxD.shape[0]) + jnp.log(n_valid))
     row_excl = None if s.row_exclude_RxV is None else s.row_exclude_RxV[:, cand_ids_N]
     return lse_fn(
-        query_NxD, table_VxD[cand_ids_N], cand_ids_N, bias_N, s.extra_NxE, s.exclude_NxP, row_excl
+        query_NxD,
+        table_VxD[cand_ids_N],
+        cand_ids_N,
+        bias_N,
+        s.extra_NxE,
+        s.exclude_NxP,
+        row_excl,
+        query_row_N=s.query_row_N,
     )
 
 
@@ -144,7 +169,10 @@ def sampled_term(
     k = c.num_random_negatives
     neg_logit_NxK = neg_mask_NxK = None
     if k:
-        ids, log_q = draw_random_negatives(c, rng, n, num_items, item_log_prob_V)
+        draw_n = n if s.query_slot_N is None else s.num_slots
+        ids, log_q = draw_random_negatives(c, rng, draw_n, num_items, item_log_prob_V)
+        if s.query_slot_N is not None and not c.shared_negatives:
+            ids, log_q = ids[s.query_slot_N], log_q[s.query_slot_N]
         # -log(K Q): importance weights of K draws, for softmax only, and not for hardest-of-N
         # (the kept K are no longer a sample from Q).
         correct = c.logq_correction and c.type == "softmax" and not c.hardest_of
@@ -159,6 +187,7 @@ def sampled_term(
                 s.extra_NxE,
                 s.exclude_NxP,
                 row_excl,
+                query_row_N=s.query_row_N,
             )
             return lse_N, None
         if c.shared_negatives:
@@ -169,7 +198,7 @@ def sampled_term(
             bias = jnp.broadcast_to(bias[None, :], neg_logit_NxK.shape)
         else:
             neg_logit_NxK = per_query_logits(query_NxD, table_VxD, ids, c.chunk_size)
-        neg_mask_NxK = candidate_row_mask(ids, s.exclude_NxP, s.row_exclude_RxV)
+        neg_mask_NxK = candidate_row_mask(ids, s.exclude_NxP, s.row_exclude_RxV, s.query_row_N)
         if c.hardest_of:
             idx_NxK, neg_mask_NxK = select_hardest(neg_logit_NxK, neg_mask_NxK, k)
             neg_logit_NxK = jnp.take_along_axis(neg_logit_NxK, idx_NxK, axis=1)
