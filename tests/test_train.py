@@ -133,9 +133,11 @@ def test_model_selection_and_early_stopping(cfg, tmp_path):
     cfg.optim.learning_rate = 0.5  # diverges quickly, so validation stops improving
     test = train(cfg, tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    vals = [r["valid/pairwise_accuracy"] for r in rows if "valid/pairwise_accuracy" in r]
+    key = f"valid/{cfg.train.select_metric}"  # what selection and early stopping read
+    evals = [r for r in rows if key in r]
+    vals = [r[key] for r in evals]
     best_i = int(np.argmax(vals))
-    assert test["selected_step"] == rows[best_i]["step"]
+    assert test["selected_step"] == evals[best_i]["step"]
     assert rows[-1]["step"] < 80 and rows[-1].get("early_stopped")
     assert len(vals) - 1 - best_i == 1
     again = train(cfg, tmp_path, progress=False)  # an early-stopped run stays stopped
