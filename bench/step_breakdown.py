@@ -69,7 +69,7 @@ def main() -> None:
     mesh = sharding.make_mesh(cfg.mesh)
     ts = Trainer(cfg, data, mesh)
     buckets = length_buckets(cfg, data)
-    packed = packing(cfg, data, buckets)
+    packed, _ = packing(cfg, data, buckets)
     sampler = pipeline.BatchSampler(data.train, int(cfg.train.batch_size), 0, buckets, packed)
     host = sampler(0)
     batch = {k: jnp.asarray(v) for k, v in host.items()}

@@ -165,7 +165,7 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     ts = Trainer(cfg, data, mesh)
     batch_size = int(cfg.train.batch_size)
     buckets = length_buckets(cfg, data)
-    packed = packing(cfg, data, buckets)
+    packed, _ = packing(cfg, data, buckets)
     # Warm-up runs until every batch shape (bucket length, packed rows) of the run has
     # compiled, so no compile is timed.
     sampler = pipeline.BatchSampler(data.train, batch_size, int(cfg.seed), buckets, packed)

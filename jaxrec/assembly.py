@@ -86,14 +86,17 @@ def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
     )
 
 
-def packing(cfg: Any, data: Data, buckets: tuple[int, ...], slices: int = 1) -> bool:
+def packing(cfg: Any, data: Data, buckets: tuple[int, ...], slices: int = 1) -> tuple[bool, float]:
     """Whether training batches are packed (``data.packing``; "auto": where it cuts the rows
-    computed by 5%, and never with gradient accumulation)."""
+    computed by 5%, and never with gradient accumulation), and the share of rows packing keeps
+    (computed once, for the decision and data_report.json)."""
     mode = cfg.data.get("packing", pipeline.DEFAULT_PACKING)
+    batch, seed = int(cfg.train.batch_size), int(cfg.seed)
+    share = pipeline.packed_rows_share(data.train, batch, seed, buckets, slices)
     if mode == "auto" and int(cfg.train.get("grad_accum_steps", 1)) > 1:
-        return False
-    batch = int(cfg.train.batch_size)
-    return pipeline.resolve_packing(mode, data.train, batch, int(cfg.seed), buckets, slices)
+        return False, share
+    packed = pipeline.resolve_packing(mode, data.train, batch, seed, buckets, slices, share)
+    return packed, share
 
 
 def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
@@ -103,11 +106,8 @@ def bucket_report(buckets: tuple[int, ...], data: Data) -> dict[str, Any]:
     return {"length_buckets": list(buckets), "bucketed_positions_share": round(kept, 4)}
 
 
-def packing_report(packed: bool, cfg: Any, data: Data, buckets, slices: int = 1) -> dict:
+def packing_report(packed: bool, share: float) -> dict[str, Any]:
     """For data_report.json: whether batches are packed and the share of rows packing keeps."""
-    share = pipeline.packed_rows_share(
-        data.train, int(cfg.train.batch_size), int(cfg.seed), buckets, slices
-    )
     return {"packing": packed, "packed_rows_share": round(share, 4)}
 
 

@@ -221,13 +221,13 @@ def train(
     buckets = length_buckets(cfg, data)
     mesh = sharding.make_mesh(cfg.mesh)
     slices = int(mesh.shape["data"])
-    packed = packing(cfg, data, buckets, slices)
+    packed, packed_share = packing(cfg, data, buckets, slices)
     if lead:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
         report = {
             **data.report(),
             **bucket_report(buckets, data),
-            **packing_report(packed, cfg, data, buckets, slices),
+            **packing_report(packed, packed_share),
         }
         (workdir / "data_report.json").write_text(json.dumps(report, indent=2))
 

@@ -182,9 +182,9 @@ def test_packing_modes(tiny):
     )
     accum = cfg.copy_and_resolve_references()
     accum.data.packing, accum.train.grad_accum_steps = "auto", 2
-    assert not packing(accum, data, ())  # micro-batches split examples: auto stays off
+    assert not packing(accum, data, ())[0]  # micro-batches split examples: auto stays off
     accum.data.packing = "on"
-    assert packing(accum, data, ())
+    assert packing(accum, data, ())[0]
     bad = tiny_config()
     bad.data.packing = "yes"
     with pytest.raises(ValueError, match="config.data.packing"):

@@ -18,9 +18,10 @@ first 128 batches need (a batch that needs more gets one row per example: at mos
 shapes per length). The batch gains ``pack_src`` ``[R, L]``, the flat index ``b * L + l`` of
 the example slot each packed slot holds (-1: padding), and ``unpack`` ``[B, L]``, the packed
 slot of each example slot (-1: padding). The model encodes the packed rows with attention kept
-inside each example (segment = example) and positions counted as in the unpacked row, then
-moves the hidden states back to ``[B, L]``, so every loss reads the same layout as without
-packing. On a mesh, each of the ``slices`` data shards packs its own examples.
+inside each example (segment = example) and positions counted as in the unpacked row; the
+training step moves every target to the packed layout and keeps each query's unpacked slot for
+its context row and random negatives, so the loss is the unpacked batch's. On a mesh, each of
+the ``slices`` data shards packs its own examples.
 """
 
 from __future__ import annotations
@@ -192,13 +193,17 @@ def resolve_packing(
     seed: int,
     buckets: tuple[int, ...] = (),
     slices: int = 1,
+    share: float | None = None,
 ) -> bool:
     """Whether ``data.packing`` packs: "on", "off", or "auto": on when packing would cut the
-    rows the transformer computes by at least 5% (after length buckets)."""
+    rows the transformer computes by at least 5% (after length buckets). ``share``: the
+    :func:`packed_rows_share` of these arguments, when the caller has it already."""
     if mode not in PACKING_MODES:
         raise ValueError(f"config.data.packing: one of {list(PACKING_MODES)}, got {mode!r}")
     if mode == "auto":
-        return packed_rows_share(examples, batch_size, seed, buckets, slices) <= PACK_AUTO_SHARE
+        if share is None:
+            share = packed_rows_share(examples, batch_size, seed, buckets, slices)
+        return share <= PACK_AUTO_SHARE
     return mode == "on"
 
 
