@@ -1,0 +1,87 @@
+"""CPU microbenchmarks behind docs/throughput.md's packed-step notes (medians of 15, jit).
+
+    python -m bench.micro
+
+At the packed ``bce1`` shapes (64 rows x 200 slots, width 128, one head; 25,600 x 256 ids):
+
+- dropout keep masks: ``jax.random.bernoulli`` against ``model.Dropout``'s 16-bit halves;
+- uniform negative ids: ``jax.random.randint`` against ``sample_uniform_negatives``;
+- attention forward + backward: ``jax.nn.dot_product_attention`` against plain einsums;
+- a 12,800 x 128 x 384 matmul in float32 and in bfloat16 (GFLOP/s).
+
+A benchmark, never a test; run it pinned on an idle machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrec.losses.sampling import sample_uniform_negatives
+from jaxrec.model import Dropout
+
+R, L, D = 64, 200, 128
+
+
+def _median_ms(fn, *args, repeats: int = 15) -> float:
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def _attention_einsum(q, k, v, mask):
+    s = jnp.einsum("blhk,bmhk->bhlm", q, k) / np.sqrt(q.shape[-1])
+    p = jax.nn.softmax(jnp.where(mask, s, -1e30), axis=-1)
+    return jnp.einsum("bhlm,bmhk->blhk", p, v)
+
+
+def main() -> None:
+    key = jax.random.key(0)
+    x = jnp.ones((57, L, D))
+    bern = jax.jit(lambda k, x: jnp.where(jax.random.bernoulli(k, 0.8, x.shape), x / 0.8, 0))
+    halves = jax.jit(lambda k, x: Dropout(0.2)(x, deterministic=False, rngs=nnx.Rngs(dropout=k)))
+    print(
+        f"dropout mask 57x200x128: bernoulli {_median_ms(bern, key, x):.1f} ms, "
+        f"16-bit halves {_median_ms(halves, key, x):.1f} ms"
+    )
+
+    shape, n = (25_600, 256), 1682
+    randint = jax.jit(lambda k: jax.random.randint(k, shape, 1, n + 1))
+    ours = jax.jit(lambda k: sample_uniform_negatives(k, shape, n))
+    print(
+        f"uniform ids 25,600x256: randint {_median_ms(randint, key):.1f} ms, "
+        f"one word each {_median_ms(ours, key):.1f} ms"
+    )
+
+    q, k, v = jax.random.normal(key, (3, R, L, 1, D))
+    seg = jnp.asarray(np.random.default_rng(0).integers(1, 4, (R, L)).cumsum(1) // 60)
+    mask = ((seg[:, :, None] == seg[:, None, :]) & jnp.tril(jnp.ones((L, L), bool)))[:, None]
+    for name, att in (
+        ("dot_product_attention", jax.nn.dot_product_attention),
+        ("einsum", _attention_einsum),
+    ):
+        grad = jax.jit(
+            jax.grad(lambda q, k, v, att=att: jnp.sum(att(q, k, v, mask=mask) ** 2), (0, 1, 2))
+        )
+        print(f"attention fwd+bwd 64x200x128 ({name}): {_median_ms(grad, q, k, v):.1f} ms")
+
+    a = jax.random.normal(key, (12_800, 128))
+    b = jax.random.normal(key, (128, 384))
+    for dtype in (jnp.float32, jnp.bfloat16):
+        mm = jax.jit(lambda a, b, dtype=dtype: a.astype(dtype) @ b.astype(dtype))
+        ms = _median_ms(mm, a, b)
+        gflops = 2 * 12_800 * 128 * 384 / (ms / 1e3) / 1e9
+        print(f"matmul 12,800x128x384 {jnp.dtype(dtype).name}: {ms:.2f} ms, {gflops:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
