@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxrec.data import load_events, pipeline
+from jaxrec.data import load_events, pipeline, simulator
 from jaxrec.data.events import Events
 from jaxrec.data.sequences import (
     TEST,
@@ -40,6 +40,8 @@ class Data:
     valid: EvalSet
     test: EvalSet
     source_report: dict[str, Any]
+    # The simulator's latent truth, for ceilings in evaluation (None for real data).
+    truth: simulator.GroundTruth | None = None
 
     def report(self) -> dict[str, Any]:
         return {
@@ -74,7 +76,10 @@ def prepare_data(cfg: Any) -> Data:
     )
     valid = build_eval_set(events, roles, labels, VALID, int(d.max_len), int(d.window))
     test = build_eval_set(events, roles, labels, TEST, int(d.max_len), int(d.window))
-    return Data(events, roles, labels, train, valid, test, source_report)
+    truth = None
+    if d.source == "simulator":
+        truth = simulator.ground_truth(d.simulator, int(cfg.seed))
+    return Data(events, roles, labels, train, valid, test, source_report, truth)
 
 
 def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:

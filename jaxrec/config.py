@@ -35,6 +35,31 @@ def select_sign(cfg: Any) -> float:
     return 1.0 if mode == "max" else -1.0
 
 
+def _check_cloze(cfg: Any) -> None:
+    """Cloze (BERT4Rec) training: its batches hold no next-W-events window
+    (``step.cloze_batch`` keeps the hidden tokens' targets), so nothing may need one: the appeal
+    head's term would crash on the first step, and the window contrast would quietly become the
+    gap contrast."""
+    cloze = "not supported with config.model.causal=False (cloze training)"
+    if cfg.model.get("appeal_head", False):
+        raise ValueError(
+            f"config.model.appeal_head: {cloze}; set config.model.appeal_head=False and "
+            "config.loss.appeal_weight=0, or config.model.causal=True"
+        )
+    if float(cfg.loss.get("appeal_weight", 0.0)) > 0:
+        raise ValueError(
+            f"config.loss.appeal_weight: > 0 trains the appeal head, {cloze}; set "
+            "config.loss.appeal_weight=0 or config.model.causal=True"
+        )
+    window = int(cfg.data.get("contrast_window", 0))
+    if window > 0 and float(cfg.loss.get("contrast_weight", 0.0)) > 0:
+        raise ValueError(
+            f"config.data.contrast_window: {window} (the contrast over the next W events, "
+            f"config.loss.contrast_weight > 0) is {cloze}; set config.data.contrast_window=0 "
+            "(the gap contrast) or config.model.causal=True"
+        )
+
+
 def validate_config(cfg: Any) -> None:
     """Raises ValueError naming the first bad field of a training config."""
     for path in (
@@ -101,6 +126,8 @@ def validate_config(cfg: Any) -> None:
             f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got "
             f"{cfg.model.item_bias_init!r}"
         )
+    if not cfg.model.get("causal", True):
+        _check_cloze(cfg)
     if float(cfg.loss.get("appeal_weight", 0.0)) > 0:
         if not cfg.model.get("appeal_head", False):
             raise ValueError(

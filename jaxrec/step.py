@@ -19,17 +19,44 @@ from jaxrec.data.sequences import Roles
 from jaxrec.losses import LossTargets, appeal_term, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
 
+# Weight decay by parameter name (a module attribute or a leaf of its path); a name on no list
+# is an error, so a new parameter cannot be decayed, or spared, by default. First match wins.
+NOT_DECAYED = (
+    # Started at a fit (the item_appeal_repeats baseline) or a chosen value: decay would pull
+    # them toward 0, not toward the data. The per-item biases: a rare item's bias would shrink
+    # between its few updates.
+    "appeal_repeat",
+    "appeal_bias",
+    "item_bias",
+    "feedback_gate",
+    # Dense layer and LayerNorm biases, LayerNorm scales.
+    "bias",
+    "scale",
+)
+EMBEDDING_TABLES = ("item_embed", "output_embed", "appeal_embed", "feedback_embed", "pos_embed")
+DECAYED = ("kernel",)  # dense layers: the transformer blocks and appeal_proj
+
 
 def weight_decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
-    """True for the parameters weight decay applies to: the transformer's weight matrices.
+    """True for the parameters weight decay applies to, by name: the dense kernels
+    (:data:`DECAYED`), and the embedding tables (:data:`EMBEDDING_TABLES`) only with
+    ``decay_embeddings`` (decay shrinks a rare item's row toward 0 between its few updates,
+    which most recommender trainers avoid). Never :data:`NOT_DECAYED`: the appeal head's repeat
+    weights and item effects, the per-item bias, the feedback gate, biases and norms. Raises
+    ValueError for a parameter on none of the lists."""
 
-    Biases and norms (1-D) never; the embedding tables (items, item bias, feedback types,
-    positions) only with ``decay_embeddings``: decay shrinks a rare item's row toward 0 between
-    its few updates, which most recommender trainers avoid."""
-
-    def decayed(path, p):
-        is_table = any("embed" in str(getattr(k, "key", k)) for k in path)
-        return p.ndim == 2 and (decay_embeddings or not is_table)
+    def decayed(path, _) -> bool:
+        names = [str(k.key) for k in path if hasattr(k, "key")]
+        if any(n in NOT_DECAYED for n in names):
+            return False
+        if any(n in EMBEDDING_TABLES for n in names):
+            return decay_embeddings
+        if any(n in DECAYED for n in names):
+            return True
+        raise ValueError(
+            f"weight_decay_mask: parameter {'/'.join(names)!r} is on no list; name it in "
+            "jaxrec/step.py's NOT_DECAYED, EMBEDDING_TABLES or DECAYED"
+        )
 
     return jax.tree_util.tree_map_with_path(decayed, params)
 

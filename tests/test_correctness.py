@@ -181,7 +181,7 @@ def test_fresh_start_clears_an_older_runs_log_and_best(cfg, tmp_path):
     (tmp_path / "best" / "999").mkdir()
     train(cfg, tmp_path, progress=False)
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [10, 20]
+    assert [r["step"] for r in rows] == [0, 10, 20]
     assert sorted(p.name for p in (tmp_path / "best").iterdir() if p.name.isdigit()) <= [
         "10",
         "20",

@@ -141,7 +141,9 @@ def _final_params(workdir: Path) -> list[np.ndarray]:
 
 
 def _rows(workdir: Path) -> list[dict]:
-    return [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
+    """metrics.jsonl's training rows (not the validation at step 0, which has no loss)."""
+    rows = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["step"] > 0]
 
 
 @pytest.fixture(scope="module")
@@ -225,17 +227,18 @@ def test_sigkill_while_a_checkpoint_is_being_written(straight, tmp_path, window)
 
 
 def test_sigkill_during_evaluation(straight, tmp_path):
-    """Killed the moment the second validation (after step 40) begins: checkpoint 30 is the
-    newest, step 40's row and checkpoint are not written yet."""
+    """Killed the moment the second validation after training began (after step 40; the
+    first of all is at initialisation) begins: checkpoint 30 is the newest, step 40's row and
+    checkpoint are not written yet."""
     marks = tmp_path / "marks"
     marks.mkdir()
 
     def evaluating(wd):
-        return (marks / "eval-2.start").exists()
+        return (marks / "eval-3.start").exists()
 
     wd = tmp_path / "run"
     assert _kill_when(wd, tmp_path / "killed.txt", evaluating, marks=marks)
-    assert not (marks / "eval-2.end").exists()  # the kill landed inside the evaluation
+    assert not (marks / "eval-3.end").exists()  # the kill landed inside the evaluation
     assert [r["step"] for r in _rows(wd)] == [10, 20, 30]
     out = _resume_and_compare(straight, wd)
     assert f"at step {2 * EVAL_EVERY - CKPT_EVERY}" in out

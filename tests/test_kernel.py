@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrec.losses import LossTargets, compute_loss
 from jaxrec.losses.kernel import chunked_lse, dense_lse, pallas_lse
 
 N, C, D = 6, 11, 4
@@ -157,3 +158,69 @@ def test_query_rows_pick_each_querys_row_exclusion(impl):
     np.testing.assert_allclose(by_rows(q, t), expanded(q, t), rtol=1e-6)
     for a, b in zip(jax.grad(by_rows, (0, 1))(q, t), jax.grad(expanded, (0, 1))(q, t), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["dense", "chunked", "pallas"])
+# P = 20 ids per row take the binary search rather than the compares (_COMPARE_MAX_P).
+@pytest.mark.parametrize(("positions", "p"), [(False, 4), (False, 20), (True, 4)])
+@pytest.mark.parametrize("packed", [False, True])
+def test_row_exclusion_ids_match_the_row_mask(impl, positions, p, packed):
+    """Row exclusions given as ids (matched per chunk) drop what the bool row mask drops."""
+    n, c, d, r = 12, 11, 4, 3
+    ks = jax.random.split(jax.random.key(5), 5)
+    q = jax.random.normal(ks[0], (n, d))
+    t = jax.random.normal(ks[1], (c, d))
+    hi = 2 * p  # about half the ids excluded per row, whatever P
+    ids = None if positions else jax.random.randint(ks[2], (c,), 0, hi)  # repeats, some 0
+    ctx_RxP = jax.random.randint(ks[3], (r, p), 0, min(hi, c))  # 0 pads
+    rows = jax.random.randint(ks[4], (n,), 0, r) if packed else None
+    ids_C = jnp.arange(c) if ids is None else ids
+    mask_RxC = jnp.any(ids_C[None, None, :] == ctx_RxP[:, :, None], axis=1) & (ids_C != 0)
+    fn = {
+        "dense": dense_lse,
+        "chunked": functools.partial(chunked_lse, chunk_size=4),
+        "pallas": functools.partial(pallas_lse, chunk_size=4, block_queries=8, block_candidates=8),
+    }[impl]
+
+    def by_ids(q, t):
+        return jnp.sum(fn(q, t, ids, row_exclude_ids_RxP=ctx_RxP, query_row_N=rows))
+
+    def by_mask(q, t):
+        return jnp.sum(dense_lse(q, t, ids, row_exclude_RxC=mask_RxC, query_row_N=rows))
+
+    assert np.isfinite(by_mask(q, t))
+    np.testing.assert_allclose(by_ids(q, t), by_mask(q, t), rtol=1e-5)
+    for a, b in zip(jax.grad(by_ids, (0, 1))(q, t), jax.grad(by_mask, (0, 1))(q, t), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_loss_memory_with_context_rows_and_packed_queries():
+    """Context positives per row and packed query rows must not bring an [R or N, V] mask back
+    into the chunked loss (issue 19: a 4096 x 1M byte mask took 3.9 GB). Compile only: XLA's
+    memory analysis is deterministic where a timing is not."""
+    n, v, d, chunk = 256, 8192, 16, 512
+    rows, slots_per_row, p = 256, 4, 8
+    num_slots = rows * slots_per_row  # packing keeps n = 256 of the 1024 unpacked slots
+    r = np.random.default_rng(0)
+    targets = LossTargets(
+        positive_N=jnp.asarray(r.integers(1, v, size=n), jnp.int32),
+        explicit_NxM=jnp.asarray(r.integers(0, v, size=(n, 4)), jnp.int32),
+        explicit_type_NxM=jnp.zeros((n, 4), jnp.int32),
+        context_positives_RxP=jnp.asarray(r.integers(0, v, size=(rows, p)), jnp.int32),
+        query_slot_N=jnp.asarray(np.sort(r.choice(num_slots, n, replace=False)), jnp.int32),
+        num_slots=num_slots,
+    )
+    spec = (jax.ShapeDtypeStruct((n, d), jnp.float32), jax.ShapeDtypeStruct((v, d), jnp.float32))
+
+    def temp_bytes(kernel: str) -> int:
+        cfg = dict(kernel=kernel, chunk_size=chunk, full_softmax_weight=1.0, sampled_weight=0.0)
+
+        def loss(q, t, targets):  # targets traced: as constants XLA would fold the mask away
+            return compute_loss(cfg, q, t, targets, jax.random.key(0))[0]
+
+        fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        return fn.lower(*spec, targets).compile().memory_analysis().temp_size_in_bytes
+
+    dense, chunked = temp_bytes("dense"), temp_bytes("chunked")
+    assert dense >= n * v * 4  # the dense reference holds the N x V logits
+    assert chunked <= 0.1 * dense, (chunked, dense)

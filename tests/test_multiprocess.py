@@ -168,7 +168,7 @@ def _stop(procs):
 
 def _losses(workdir: Path) -> list[tuple[int, float]]:
     rows = [json.loads(r) for r in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"]) for r in rows]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def test_killing_one_process_fails_the_other_in_bounded_time(tmp_path):
     metrics = tmp_path / "long" / "metrics.jsonl"
     try:
         deadline = time.monotonic() + 120
-        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
             assert all(p.poll() is None for p in procs), (tmp_path / "worker0.log").read_text()
             assert time.monotonic() < deadline, "the 2-process job did not start training"
             time.sleep(0.05)

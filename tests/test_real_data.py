@@ -86,9 +86,14 @@ def test_training_from_a_prepared_dataset(cfg, tmp_path):
     cfg.data.path = str(tmp_path / "data")
     cfg.train.steps = 10
     direct.train.steps = 10
-    assert train(cfg, tmp_path / "a", progress=False) == train(
-        direct, tmp_path / "b", progress=False
-    )
+    prepared = train(cfg, tmp_path / "a", progress=False)
+    straight = train(direct, tmp_path / "b", progress=False)
+    # Only the simulator source knows its ground truth: the ceilings are the one difference.
+    assert prepared == {
+        k: v
+        for k, v in straight.items()
+        if "ceiling" not in k and "only" not in k and "oracle" not in k
+    }
 
 
 @pytest.mark.parametrize(
@@ -108,7 +113,7 @@ def test_real_configs_train_end_to_end(name, rel, shared_data, tmp_path):
     test = train(cfg, tmp_path, progress=False)
     assert test["sequences"] > 0 and np.isfinite(test["hr@10"])
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["loss"]) for r in rows)
+    assert all(np.isfinite(r["loss"]) for r in rows if r["step"] > 0)
 
 
 def test_grain_batches_split_the_global_batch_across_hosts(cfg):

@@ -11,6 +11,7 @@ learnable from the songs they reacted to before. Everything is vectorised numpy.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,41 @@ def _draw_by_weight(rng, cum_w, lo_w, hi_w) -> np.ndarray:
     return np.searchsorted(cum_w, lo_w + u * (hi_w - lo_w), side="right")
 
 
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """What the simulator drew, for ceilings only (never a model input). Ids are the event
+    table's raw ``user_id`` / ``item_id`` values."""
+
+    item_vec_IxD: np.ndarray
+    item_quality_I: np.ndarray
+    user_vec_UxD: np.ndarray
+    user_bias_U: np.ndarray
+    taste_weight: float
+    quality_weight: float
+    noise: float
+    feedback_types: tuple[str, ...]  # best utility first
+
+    def utility(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """The noise-free utility of ``item`` for ``user`` (any matching shapes)."""
+        taste = np.einsum("...d,...d->...", self.user_vec_UxD[user], self.item_vec_IxD[item])
+        return (
+            self.taste_weight * taste
+            + self.quality_weight * self.item_quality_I[item]
+            + self.user_bias_U[user]
+        )
+
+
 def simulate(cfg: Any, seed: int) -> pa.Table:
     """Generates the event table ``user_id, context_id, item_id, timestamp, feedback``."""
+    return _draw(cfg, seed)[0]
+
+
+def ground_truth(cfg: Any, seed: int) -> GroundTruth:
+    """The latent vectors and weights behind ``simulate(cfg, seed)``'s events."""
+    return _draw(cfg, seed)[1]
+
+
+def _draw(cfg: Any, seed: int) -> tuple[pa.Table, GroundTruth]:
     validate(cfg)
     rng = np.random.default_rng(seed)
     n_users, n_items, n_genres = int(cfg.num_users), int(cfg.num_items), int(cfg.num_genres)
@@ -134,7 +168,17 @@ def simulate(cfg: Any, seed: int) -> pa.Table:
     timestamp_E = start_C[ev_ctx_E] + within_E
 
     names = np.array(FEEDBACK_TYPES, dtype=object)
-    return pa.table(
+    truth = GroundTruth(
+        item_vec_IxD,
+        item_quality_I,
+        user_vec_UxD,
+        user_bias_U,
+        float(cfg.taste_weight),
+        float(cfg.quality_weight),
+        float(cfg.noise),
+        FEEDBACK_TYPES,
+    )
+    table = pa.table(
         {
             "user_id": pa.array(ev_user_E.astype(np.int64)),
             "context_id": pa.array(ev_ctx_E.astype(np.int64)),
@@ -143,3 +187,4 @@ def simulate(cfg: Any, seed: int) -> pa.Table:
             "feedback": pa.array(names[feedback_E], pa.string()),
         }
     )
+    return table, truth

@@ -21,6 +21,9 @@ through the same evaluator as a trained model (same windows, pairs, coverage, ex
   finished before tells a lot about the next time.
 - ``ease``: EASE (Steck 2019), a closed-form item-item ridge regression on the training
   contexts' positive items; scores the history's positive items through the learned weights.
+- ``ease_repeats``: EASE plus ``w+ x`` the number of positive and ``w- x`` the number of
+  explicit-negative reactions to the same item in the history; the two weights are chosen on
+  the validation windows (the catalog counterpart of ``item_appeal_repeats``: music repeats).
 
 The personalised two fall back to the positive count, scaled below any similarity, to order
 items they cannot tell apart (e.g. for a history without positive items).
@@ -44,6 +47,7 @@ BASELINES = (
     "item_appeal_repeats",
     "item_knn",
     "ease",
+    "ease_repeats",
 )
 # item_appeal's ridge penalties on item and context effects and its Newton sweeps; chosen on
 # the Spotify sessions' and the simulator's validation windows (docs/baselines.md).
@@ -52,9 +56,15 @@ APPEAL_LAMBDA_CONTEXT = 0.3
 APPEAL_SWEEPS = 30
 REPEAT_LAMBDA = 1.0  # ridge on item_appeal_repeats' 2 T repeat weights
 EASE_LAMBDA = 250.0
+# ease_repeats' weight grids, searched on validation (positive count, then negative count).
+REPEAT_POSITIVE_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+REPEAT_NEGATIVE_GRID = (0.0, -0.003, -0.01, -0.03, -0.1, -0.3, -1.0)
 EASE_MAX_ITEMS = 30_000  # a dense float64 inverse of 30k x 30k is 7 GB
 # The personalised baselines add fallback x this to their scores: below any real similarity.
 _TIE_BREAK = 1e-6
+
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Tuner = Callable[[Scorer], float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +76,7 @@ class TrainingCounts:
     events_V: np.ndarray  # training events of any feedback type per item
     context_items: tuple[np.ndarray, np.ndarray]  # (context, item) of positive events, unique
     positive_T: np.ndarray  # feedback-type index -> is positive
+    negative_T: np.ndarray  # feedback-type index -> is an explicit negative
     # (item, context, liked) of every training event that is positive or an explicit negative
     labelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     # [labelled, 2 T] repeat features of those events (:func:`repeat_features`)
@@ -93,6 +104,7 @@ class TrainingCounts:
             events_V=np.bincount(item, minlength=v)[:v].astype(np.float64),
             context_items=(pairs[0], pairs[1]),
             positive_T=np.asarray(roles.positive_T, bool),
+            negative_T=np.asarray(roles.negative_T, bool),
             labelled=(item[lab], ctx.astype(np.int64), pos[lab]),
             labelled_repeats=repeats[lab],
         )
@@ -306,6 +318,48 @@ def ease(
     return _through_items(counts, full)
 
 
+def history_counts(
+    items_BxL: np.ndarray, feedback_BxL: np.ndarray, is_type_T: np.ndarray, num_rows: int
+) -> np.ndarray:
+    """``[B, num_rows]``: how often each item appears in each history with a feedback type
+    that ``is_type_T`` marks (feedback index + 1 in the history, 0 = padding)."""
+    items = np.asarray(items_BxL)
+    keep = (items > 0) & is_type_T[np.maximum(np.asarray(feedback_BxL) - 1, 0)]
+    out = np.zeros((items.shape[0], num_rows), np.float32)
+    rows = np.broadcast_to(np.arange(items.shape[0])[:, None], items.shape)
+    np.add.at(out, (rows[keep], items[keep]), 1.0)
+    return out
+
+
+def with_repeat_counts(counts: TrainingCounts, base: Scorer, w_pos: float, w_neg: float) -> Scorer:
+    """``base`` plus ``w_pos x`` positive and ``w_neg x`` explicit-negative reactions to the
+    item in the history."""
+    v = counts.num_items + 1
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        out = np.array(base(items_BxL, feedback_BxL), np.float32)
+        if w_pos:
+            out += w_pos * history_counts(items_BxL, feedback_BxL, counts.positive_T, v)
+        if w_neg:
+            out += w_neg * history_counts(items_BxL, feedback_BxL, counts.negative_T, v)
+        return out
+
+    return score
+
+
+def ease_repeats(counts: TrainingCounts, tune: Tuner) -> Scorer:
+    """EASE plus repeat counts, the weights chosen by ``tune`` (validation) on a grid: the
+    positive weight first, then the negative weight at the chosen positive one."""
+    base = ease(counts)
+    w_pos = max(REPEAT_POSITIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, base, w, 0.0)))
+    w_neg = max(
+        REPEAT_NEGATIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, base, w_pos, w))
+    )
+    scorer = with_repeat_counts(counts, base, w_pos, w_neg)
+    scorer.weights = {"positive": w_pos, "negative": w_neg}  # type: ignore[attr-defined]
+    return scorer
+
+
 FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
     "most_popular": most_popular,
     "positive_rate": positive_rate,
@@ -316,14 +370,34 @@ FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray],
 }
 
 
-def fit(
-    counts: TrainingCounts, names: tuple[str, ...] = BASELINES
-) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
-    """The named baselines fitted on ``counts``."""
-    unknown = sorted(set(names) - set(FITTERS))
+# Baselines with weights chosen on validation: fitter(counts, tune) where tune(scorer) is
+# the validation value of a candidate scorer (higher is better).
+TUNED: dict[str, Callable[[TrainingCounts, Tuner], Scorer]] = {"ease_repeats": ease_repeats}
+KNOWN = (*FITTERS, *TUNED)
+
+
+def check_names(names: tuple[str, ...]) -> None:
+    """Raises ValueError naming unknown baselines."""
+    unknown = sorted(set(names) - set(KNOWN))
     if unknown:
-        raise ValueError(f"baselines: unknown name(s) {unknown}; known: {list(FITTERS)}")
-    return {name: FITTERS[name](counts) for name in names}
+        raise ValueError(f"baselines: unknown name(s) {unknown}; known: {list(KNOWN)}")
+
+
+def fit(
+    counts: TrainingCounts, names: tuple[str, ...] = BASELINES, tune: Tuner | None = None
+) -> dict[str, Scorer]:
+    """The named baselines fitted on ``counts``; ``tune`` scores candidates on validation for
+    the baselines in ``TUNED`` (required when one is named)."""
+    check_names(names)
+    out = {}
+    for name in names:
+        if name in TUNED:
+            if tune is None:
+                raise ValueError(f"baselines: {name!r} chooses its weights on validation windows")
+            out[name] = TUNED[name](counts, tune)
+        else:
+            out[name] = FITTERS[name](counts)
+    return out
 
 
 def evaluate_baselines(
@@ -333,11 +407,34 @@ def evaluate_baselines(
     evaluator,
     eval_sets: dict,
     names: tuple[str, ...] = BASELINES,
+    tune_on=None,
+    tune_metric: str = "ndcg@10",
+    windows: dict | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{split: {baseline: metrics}}`` of the baselines fitted on the training part (labels
-    0) and scored by ``evaluator`` on each of ``eval_sets`` (``{split: EvalSet}``)."""
-    scorers = fit(TrainingCounts.from_split(events, roles, labels), names)
-    return {
-        split: {name: evaluator.evaluate_scorer(fn, data) for name, fn in scorers.items()}
-        for split, data in eval_sets.items()
-    }
+    0) and scored by ``evaluator`` on each of ``eval_sets`` (``{split: EvalSet}``).
+
+    ``tune_on``: the validation EvalSet on which tuned baselines pick their weights by
+    ``tune_metric``. ``windows``, if given, receives ``{split: {baseline: per-window terms}}``
+    (:meth:`Evaluator.windows`) for paired comparisons."""
+
+    def tune(scorer: Scorer) -> float:
+        value = evaluator.evaluate_scorer(scorer, tune_on)[tune_metric]
+        return -np.inf if not np.isfinite(value) else float(value)
+
+    scorers = fit(
+        TrainingCounts.from_split(events, roles, labels),
+        names,
+        tune if tune_on is not None else None,
+    )
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split, data in eval_sets.items():
+        out[split] = {}
+        for name, fn in scorers.items():
+            metrics, per_window = evaluator.run_scorer(fn, data)
+            if hasattr(fn, "weights"):
+                metrics.update({f"weight_{k}": v for k, v in fn.weights.items()})
+            out[split][name] = metrics
+            if windows is not None:
+                windows.setdefault(split, {})[name] = per_window
+    return out

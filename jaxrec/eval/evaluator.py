@@ -22,9 +22,12 @@ from jaxrec.eval.metrics import (
     auc,
     negative_hit_rate,
     negative_ndcg,
+    pair_counts,
     pairwise_accuracy,
+    rank_gains,
     rank_metrics,
 )
+from jaxrec.eval.paired import Windows
 from jaxrec.model import SequenceModel
 
 # Which score orders the items of a held-out window for pairwise accuracy and AUC: "catalog"
@@ -66,14 +69,23 @@ def padded_seen(
     return out
 
 
+def _nonfinite_B(scores_BxV: jax.Array) -> jax.Array:
+    """How many real items (columns 1..V) of each row scored NaN or +-inf. Ranks computed
+    from such scores are wrong silently (a NaN item is never counted above the target), so
+    every catalog score an evaluation reads is checked."""
+    return (~jnp.isfinite(scores_BxV[:, 1:])).sum(axis=1)
+
+
 def _ranks(scores_BxV, window_items_BxW, target_B, exclude_BxS):
-    """Window scores, next-positive ranks and window-item ranks from catalog scores."""
+    """Window scores, next-positive ranks, window-item ranks and the non-finite count of each
+    row, from catalog scores."""
     scores_BxV = jnp.asarray(scores_BxV, jnp.float32)
     window_scores = jnp.take_along_axis(scores_BxV, window_items_BxW, axis=1)
     window_scores = jnp.where(window_items_BxW > 0, window_scores, -jnp.inf)
     ranked = inference.mask_catalog(scores_BxV, exclude_BxS)
     ranks = inference.target_ranks(ranked, jnp.maximum(target_B, 1))
-    return window_scores, ranks, inference.item_ranks(ranked, window_items_BxW)
+    window_ranks = inference.item_ranks(ranked, window_items_BxW)
+    return window_scores, ranks, window_ranks, _nonfinite_B(scores_BxV)
 
 
 class Evaluator:
@@ -94,13 +106,15 @@ class Evaluator:
         query = model.catalog_query(hidden)
         table = model.item_table()
         window_scores = inference.score_items(query, table, window_items)
-        scores = inference.catalog_scores(query, table, exclude)
+        raw = query @ table.T
+        scores = inference.mask_catalog(raw, exclude)
         ranks = inference.target_ranks(scores, jnp.maximum(target, 1))
         window_ranks = inference.item_ranks(scores, window_items)
+        bad = _nonfinite_B(raw)
         if not use_appeal:
-            return window_scores, ranks, window_ranks
+            return window_scores, ranks, window_ranks, bad
         pair_scores = inference.appeal_scores(model, hidden, window_items, items, feedback)
-        return pair_scores, ranks, window_ranks, window_scores
+        return pair_scores, ranks, window_ranks, bad, window_scores
 
     def uses_appeal(self, model: SequenceModel) -> bool:
         """Whether pairwise accuracy reads the model's appeal head (``eval.pair_score``)."""
@@ -138,7 +152,15 @@ class Evaluator:
         if not outs:
             shape = data.window_items_NxW.shape
             return np.zeros(shape, np.float32), np.zeros(0, np.int64), np.zeros(shape, np.int64)
-        return tuple(np.concatenate(o) for o in outs)
+        out = [np.concatenate(o) for o in outs]
+        bad = out.pop(3)
+        if bad.any():
+            raise NonFiniteScores(
+                f"evaluation: {int(bad.sum())} non-finite catalog scores (NaN or inf) in "
+                f"{int((bad > 0).sum())} of {n} histories; the scores are broken, so no "
+                "metric is reported"
+            )
+        return tuple(out)
 
     def score_all(self, model: SequenceModel, data: EvalSet) -> tuple[np.ndarray, ...]:
         """Window scores ``[N, W]`` (the pair score), next-positive ranks ``[N]``, window-item
@@ -165,6 +187,28 @@ class Evaluator:
         """The metrics of a catalog scorer (e.g. a baseline) on exactly the model's windows."""
         return self.metrics(data, *self.scorer_all(scorer, data))
 
+    def run(self, model: SequenceModel, data: EvalSet) -> tuple[dict[str, float], Windows]:
+        """The metrics and their per-window terms (:meth:`windows`), for paired comparisons."""
+        out = self.score_all(model, data)
+        return self.metrics(data, *out), self.windows(data, out[0], out[1])
+
+    def run_scorer(self, scorer: CatalogScorer, data: EvalSet) -> tuple[dict[str, float], Windows]:
+        """As :meth:`run`, for a catalog scorer."""
+        out = self.scorer_all(scorer, data)
+        return self.metrics(data, *out), self.windows(data, out[0], out[1])
+
+    def windows(self, data: EvalSet, scores: np.ndarray, ranks: np.ndarray) -> Windows:
+        """``{metric: [2, N]}`` per-window numerator and denominator of pairwise accuracy,
+        HR@k, NDCG@k and MRR: each metric is the sum of the first row over the second's."""
+        covered = data.covered_N.astype(np.float64)
+        wins, pairs = pair_counts(scores, data.window_label_NxW)
+        out = {"pairwise_accuracy": np.stack([wins * covered, pairs * covered])}
+        ranked = covered * (data.window_label_NxW == 1).any(axis=1)
+        gains = rank_gains(np.where(ranked > 0, ranks, 0), self.k)
+        for name, g in gains.items():
+            out[name] = np.stack([g * ranked, ranked])
+        return out
+
     def metrics(
         self,
         data: EvalSet,
@@ -178,13 +222,16 @@ class Evaluator:
         ``catalog_scores``: the ranking score's window scores when ``scores`` come from the
         appeal head; their pairwise accuracy is reported as ``pairwise_accuracy_catalog``."""
         real = data.window_items_NxW > 0
-        bad = real & ~np.isfinite(scores)
-        if bad.any():
-            raise NonFiniteScores(
-                f"evaluation: {int(bad.sum())} of {int(real.sum())} held-out items got a "
-                "non-finite score (NaN or inf); the model's parameters are broken, so no "
-                "metric is reported"
-            )
+        for name, s in (("pair", scores), ("catalog", catalog_scores)):
+            bad = real & ~np.isfinite(s) if s is not None else np.zeros_like(real)
+            if bad.any():
+                raise NonFiniteScores(
+                    f"evaluation: {int(bad.sum())} of {int(real.sum())} held-out items got a "
+                    f"non-finite {name} score (NaN or inf); the scores are broken, so no "
+                    "metric is reported"
+                )
+        if (ranks < 0).any() or (window_ranks[real] < 0).any():
+            raise NonFiniteScores("evaluation: a negative rank; the scores are broken")
         covered = data.covered_N
         labels = data.window_label_NxW
         pa_cov = pairwise_accuracy(scores[covered], labels[covered])

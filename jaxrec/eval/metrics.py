@@ -39,13 +39,7 @@ def pairwise_accuracy(scores_NxW: np.ndarray, labels_NxW: np.ndarray) -> dict[st
     row (one context's held-out window). ``micro`` averages over all pairs, ``per_context``
     over the rows that have at least one pair.
     """
-    pos = labels_NxW == 1
-    neg = labels_NxW == -1
-    s_pos = scores_NxW[:, :, None]
-    s_neg = scores_NxW[:, None, :]
-    pair = pos[:, :, None] & neg[:, None, :]
-    wins = np.where(pair, (s_pos > s_neg) + 0.5 * (s_pos == s_neg), 0.0).sum(axis=(1, 2))
-    pairs = pair.sum(axis=(1, 2))
+    wins, pairs = pair_counts(scores_NxW, labels_NxW)
     has = pairs > 0
     return {
         "micro": float(wins.sum() / pairs.sum()) if pairs.sum() else float("nan"),
@@ -55,18 +49,35 @@ def pairwise_accuracy(scores_NxW: np.ndarray, labels_NxW: np.ndarray) -> dict[st
     }
 
 
+def pair_counts(scores_NxW: np.ndarray, labels_NxW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per window: correctly ordered (positive, explicit negative) pairs, ties half, and pairs."""
+    pos = labels_NxW == 1
+    neg = labels_NxW == -1
+    s_pos = scores_NxW[:, :, None]
+    s_neg = scores_NxW[:, None, :]
+    pair = pos[:, :, None] & neg[:, None, :]
+    wins = np.where(pair, (s_pos > s_neg) + 0.5 * (s_pos == s_neg), 0.0).sum(axis=(1, 2))
+    return wins, pair.sum(axis=(1, 2)).astype(np.float64)
+
+
+def rank_gains(ranks_N: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per-query HR@k, NDCG@k and reciprocal-rank terms of 0-based ranks."""
+    ranks = np.asarray(ranks_N, dtype=np.float64)
+    hit = ranks < k
+    return {
+        f"hr@{k}": hit.astype(np.float64),
+        f"ndcg@{k}": np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0),
+        "mrr": 1.0 / (ranks + 1.0),
+    }
+
+
 def rank_metrics(ranks_N: np.ndarray, k: int) -> dict[str, float]:
     """HR@k, NDCG@k and MRR of 0-based ranks (one relevant item per query)."""
     ranks = np.asarray(ranks_N, dtype=np.float64)
     if ranks.size == 0:
         nan = float("nan")
         return {f"hr@{k}": nan, f"ndcg@{k}": nan, "mrr": nan}
-    hit = ranks < k
-    return {
-        f"hr@{k}": float(hit.mean()),
-        f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
-        "mrr": float((1.0 / (ranks + 1.0)).mean()),
-    }
+    return {name: float(g.mean()) for name, g in rank_gains(ranks, k).items()}
 
 
 def auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:

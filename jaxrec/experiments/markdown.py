@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxrec.eval import paired
 from jaxrec.experiments.overrides import flags_text, get_path, portable_json
 from jaxrec.experiments.runner import ExperimentContext, Run
 from jaxrec.experiments.stats import fmt_ms, metric_values
@@ -142,6 +143,9 @@ def add_baselines(report: MarkdownReport, runs: dict[str, list[Run]]) -> None:
         [f"arm: {arm}", *(fmt_ms(metric_values(arm_runs, k)) for k in BASELINE_KEYS)]
         for arm, arm_runs in runs.items()
     ]
+    for key, label in CEILINGS:
+        if all(key in r.test for r in first):
+            rows.append([f"ceiling: {label}", fmt_ms([r.test[key] for r in first]), "", ""])
     report.table(["scorer", *(f"test {k}" for k in BASELINE_KEYS)], rows)
 
     def best(run: Run, key: str) -> float:
@@ -152,16 +156,54 @@ def add_baselines(report: MarkdownReport, runs: dict[str, list[Run]]) -> None:
         [
             arm,
             fmt_ms([r.test["pairwise_accuracy"] - best(r, "pairwise_accuracy") for r in rs]),
+            pooled_interval(rs, "pairwise_accuracy"),
             fmt_ms([r.test["hr@10"] - best(r, "hr@10") for r in rs if "hr@10" in r.test]),
+            pooled_interval(rs, "hr@10"),
         ]
         for arm, rs in runs.items()
         if all(r.baselines for r in rs)
     ]
-    report.table(["arm", "pairwise accuracy − best baseline's", "hr@10 − best baseline's"], margin)
+    report.table(
+        [
+            "arm",
+            "pairwise accuracy − best baseline's",
+            "paired 95% CI, verdict",
+            "hr@10 − best baseline's",
+            "paired 95% CI, verdict",
+        ],
+        margin,
+    )
     report.text(
         f"The baseline rows use the first arm's runs; each arm's margin is against the best "
-        f"baseline of its own runs (same seed, same split). {len(first)} seed(s)."
+        f"baseline of its own runs (same seed, same split). {len(first)} seed(s). The interval "
+        "is a paired bootstrap over the test windows of all seeds pooled (each seed's windows "
+        'against its own best baseline); "beats" only when it excludes 0, else "level".'
     )
+
+
+# Known ceilings that simulator runs report (jaxrec/eval/ceilings.py), pairwise accuracy only.
+CEILINGS = (
+    ("oracle_pairwise_accuracy", "noise-free utility (simulator)"),
+    ("history_ceiling_pairwise_accuracy", "taste from the history, true item vectors"),
+)
+
+
+def pooled_interval(runs: list[Run], metric: str) -> str:
+    """``[low, high] verdict`` of the model minus each run's best baseline (by value) on
+    ``metric``, paired over the pooled test windows of ``runs`` (``windows_test.npz``)."""
+    model, base = [], []
+    for r in runs:
+        path = Path(r.workdir) / "windows_test.npz"
+        if not path.exists() or not r.baselines:
+            return "—"
+        w = paired.load(path)
+        name = max(r.baselines, key=lambda n: r.baselines[n].get(metric, -math.inf))
+        if metric not in w.get("model", {}) or metric not in w.get(name, {}):
+            return "—"
+        model.append({metric: w["model"][metric]})
+        base.append({metric: w[name][metric]})
+    c = paired.comparison(metric, paired.concat(model), paired.concat(base))
+    return f"[{c['low']:+.4f}, {c['high']:+.4f}] {c['verdict']}"
 
 
 def finish(

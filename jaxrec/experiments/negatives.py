@@ -159,6 +159,11 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
             reach_secs.append(None if i is None else float(secs[s, i]))
         summary["arms"][a.name] = {
             "label": a.label,
+            # Model set-up (fitted starts included) before step 0, per seed.
+            "init_seconds": [
+                next((r["init_seconds"] for r in run.curve if r.get("step") == 0), None)
+                for run in runs[a.name]
+            ],
             "test_pairwise_accuracy": metric_values(runs[a.name], TEST_KEY),
             "test_hr": metric_values(runs[a.name], hr_key),
             "best_valid_pairwise_accuracy": np.nanmax(vals, axis=1).tolist(),
@@ -360,10 +365,22 @@ def _ratio(a: float, b: float) -> float:
     return a / b if math.isfinite(a) and math.isfinite(b) and b > 0 else float("nan")
 
 
+def _at_init(s: dict[str, Any]) -> bool:
+    """Every seed met the target at the validation before the first step (a fitted start)."""
+    return bool(s["steps_to_target"]) and all(v == 0 for v in s["steps_to_target"])
+
+
+def _init_text(s: dict[str, Any]) -> str:
+    secs = [v for v in s.get("init_seconds", []) if v is not None]
+    return f"at init (set-up {fmt_secs(secs)} s)" if secs else "at init"
+
+
 def _reach_text(values: list[float | None], fraction: float, seconds: bool) -> str:
     got = [v for v in values if v is not None]
     if not got:
         return "never"
+    if all(v == 0 for v in got) and len(got) == len(values):
+        return "at init"
     text = fmt_secs(got) if seconds else fmt_ms(got, 0)
     if len(got) < len(values):
         return f"{text} ({len(got)}/{len(values)} seeds)"
@@ -376,8 +393,14 @@ def _row(arm: Arm, s: dict[str, Any], is_ref: bool, seeds: int) -> list[str]:
         fmt_ms(s["test_pairwise_accuracy"]),
         "reference" if is_ref else signed_pct(s["test_relative_change"]),
         fmt_ms(s["best_valid_pairwise_accuracy"]),
-        _reach_text(s["steps_to_target"], s["steps_fraction"], False),
-        _reach_text(s["seconds_to_target"], s["seconds_fraction"], True),
+        *(
+            [_init_text(s)] * 2
+            if _at_init(s)
+            else [
+                _reach_text(s["steps_to_target"], s["steps_fraction"], False),
+                _reach_text(s["seconds_to_target"], s["seconds_fraction"], True),
+            ]
+        ),
         fmt_secs(s["train_seconds"]),
         fmt_ms(s["test_hr"]),
     ]
@@ -400,7 +423,12 @@ def _story(arm_list: list[Arm], summary: dict[str, Any], steps_total: int, seeds
         s = summary["arms"][a.name]
         test = mean_std(s["test_pairwise_accuracy"])[0]
         reached = [v for v in s["steps_to_target"] if v is not None]
-        if not reached:
+        if _at_init(s):
+            speed = (
+                "already met that accuracy at initialisation, before any training step (its "
+                f"fitted start; {_init_text(s)}), so it has no time-to-accuracy to compare"
+            )
+        elif not reached:
             speed = f"never reached that accuracy within {steps_total} steps"
         elif len(reached) < seeds:
             speed = f"reached it in {len(reached)} of {seeds} seeds only"

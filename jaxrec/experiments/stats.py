@@ -62,17 +62,20 @@ def compile_free_seconds(rows: Sequence[dict[str, Any]]) -> dict[int, float]:
     ``train_seconds`` (metrics.jsonl) excludes evaluation but its first window includes the
     jit compilation of the step, which would dominate short runs: that window is re-timed at the
     median per-step time of the later windows. With a single window the raw value is kept.
+    The validation at initialisation (step 0) is at 0 seconds.
     """
     rows = sorted((r for r in rows if "train_seconds" in r), key=lambda r: r["step"])
+    init = {0: 0.0} if rows and rows[0]["step"] == 0 else {}  # validation at initialisation
+    rows = rows[len(init) :]
     if not rows:
-        return {}
+        return init
     steps = np.array([r["step"] for r in rows], np.float64)
     secs = np.array([r["train_seconds"] for r in rows], np.float64)
     if len(rows) < 2:
-        return {int(steps[0]): float(secs[0])}
+        return {**init, int(steps[0]): float(secs[0])}
     per_step = float(np.median(np.diff(secs) / np.maximum(np.diff(steps), 1)))
     fixed = secs - secs[0] + steps[0] * per_step
-    return {int(a): float(b) for a, b in zip(steps, fixed, strict=True)}
+    return {**init, **{int(a): float(b) for a, b in zip(steps, fixed, strict=True)}}
 
 
 def curves(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -24,7 +24,6 @@ from jaxrec.losses.config import LossConfig
 from jaxrec.losses.kernel import softmax_lse
 from jaxrec.losses.terms import (
     Scored,
-    context_exclusion,
     contrast_term,
     full_softmax_lse,
     in_batch_lse,
@@ -93,7 +92,7 @@ def score_targets(
     valid_N = pos_N > 0
     pos_logit_N = jnp.einsum("nd,nd->n", query_NxD, table_VxD[pos_N], preferred_element_type=_F32)
     exclude_NxP = pos_N[:, None]
-    row_excl_RxV = None  # [R, V + 1]: items liked in each row's context
+    ctx_RxP = None  # items liked in each row's context
     slot_N = targets.query_slot_N
     if slot_N is not None:
         slot_N = jnp.maximum(slot_N.astype(jnp.int32), 0)
@@ -102,16 +101,6 @@ def score_targets(
         ctx_RxP = targets.context_positives_RxP.astype(jnp.int32)
         if slot_N is not None:
             query_row_N = slot_N // (targets.num_slots // ctx_RxP.shape[0])
-        if c.kernel == "pallas":  # its tiles take per-query ids only
-            if query_row_N is None:
-                per_row = query_NxD.shape[0] // ctx_RxP.shape[0]
-                ctx_NxP = jnp.repeat(ctx_RxP, per_row, axis=0)
-            else:
-                ctx_NxP = ctx_RxP[query_row_N]
-            exclude_NxP = jnp.concatenate([exclude_NxP, ctx_NxP], axis=1)
-            query_row_N = None
-        else:
-            row_excl_RxV = context_exclusion(ctx_RxP, table_VxD.shape[0])
 
     exp_NxM = targets.explicit_NxM.astype(jnp.int32)
     exp_logit_NxM = exp_valid_NxM = type_w_NxM = exp_w_NxM = None
@@ -136,7 +125,7 @@ def score_targets(
         pos_logit_N=pos_logit_N,
         valid_N=valid_N,
         exclude_NxP=exclude_NxP,
-        row_exclude_RxV=row_excl_RxV,
+        row_exclude_RxP=ctx_RxP,
         exp_logit_NxM=exp_logit_NxM,
         exp_valid_NxM=exp_valid_NxM,
         type_w_NxM=type_w_NxM,

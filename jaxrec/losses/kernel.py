@@ -6,14 +6,16 @@ logits per query, every implementation returns
     lse_N[n] = log( sum_e exp(extra_NxE[n, e])
                     + sum_{c : id_c != 0, id_c not in exclude_NxP[n]} exp(q_n . t_c + bias_C[c]) )
 
-and ``-inf`` for a row with no term at all. ``row_exclude_RxC`` (optional, bool) also drops
-candidate c for every query of row r, where the N queries are R rows of N / R consecutive
-queries (a training example's positions), or query n is of row ``query_row_N[n]`` when given
-(packed batches): how a whole context's positives are kept out of its negatives without an
-N x P list of ids. Extra logits may be ``-inf`` (masked);
-``cand_ids_C=None`` means the ids are the row positions (the catalog: row 0 is padding). The caller
-puts the positive, the explicit negatives and any per-query candidates into ``extra``; the
-catalog (full softmax) or the in-batch positives are the streamed candidates.
+and ``-inf`` for a row with no term at all. Row exclusions also drop candidate c for every
+query of row r, where the N queries are R rows of N / R consecutive queries (a training
+example's positions), or query n is of row ``query_row_N[n]`` when given (packed batches): how
+a whole context's positives are kept out of its negatives without an N x P list of ids. They
+come as ids, ``row_exclude_ids_RxP`` (0 = padding), matched against each chunk's candidates
+so that no R x C array is ever built, or as a bool mask ``row_exclude_RxC``. Extra logits may
+be ``-inf`` (masked); ``cand_ids_C=None`` means the ids are the row positions (the catalog:
+row 0 is padding). The caller puts the positive, the explicit negatives and any per-query
+candidates into ``extra``; the catalog (full softmax) or the in-batch positives are the
+streamed candidates.
 
 ``dense`` materialises the N x C logits (the reference). ``chunked`` streams C in chunks with an
 online logsumexp and a ``jax.custom_vjp`` whose backward pass recomputes each chunk from the
@@ -30,6 +32,9 @@ import jax.numpy as jnp
 from jax import lax
 
 _F32 = jnp.float32
+# Up to this many row-excluded ids per row, each tile compares with all of them (one fused
+# pass, bool output); above it, a binary search (int32 indices, log P gathers). Not tuned.
+_COMPARE_MAX_P = 16
 
 
 def safe_logsumexp(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -55,25 +60,48 @@ def candidate_mask(ids_C: jax.Array, exclude_NxP: jax.Array | None) -> jax.Array
     return mask
 
 
-def _row_mask(row_exclude_Rxc, n: int, query_row_N=None) -> jax.Array:
-    """``[N, c]`` mask from a per-row one: query n is of row ``query_row_N[n]``, or the N
+def _per_query(x_RxK, n: int, query_row_N=None) -> jax.Array:
+    """``[N, K]`` from a per-row ``[R, K]``: query n is of row ``query_row_N[n]``, or the N
     queries are R rows of N / R queries."""
     if query_row_N is not None:
-        return row_exclude_Rxc[query_row_N]
-    r = row_exclude_Rxc.shape[0]
-    return jnp.repeat(row_exclude_Rxc, n // r, axis=0, total_repeat_length=n)
+        return x_RxK[query_row_N]
+    r = x_RxK.shape[0]
+    return jnp.repeat(x_RxK, n // r, axis=0, total_repeat_length=n)
+
+
+def _row_hits(sorted_ids_RxP, ids_c) -> jax.Array:
+    """``[R, c]`` bool: the tile's candidates that are among each row's excluded ids (rows
+    sorted).
+
+    Only the tile is ever built: an ``[R, C]`` mask over the catalog is what the kernel streams
+    to avoid (4096 x 1M bytes is 3.9 GB)."""
+    (r, p), size = sorted_ids_RxP.shape, ids_c.shape[0]
+    if p <= _COMPARE_MAX_P:
+        # Unrolled, the compares fuse into one pass that writes only the bool [R, size] (a
+        # jnp.any over an [R, P, size] compare is materialised by XLA:CPU first).
+        hits_Rxc = jnp.zeros((r, size), bool)
+        for k in range(p):
+            hits_Rxc = hits_Rxc | (ids_c[None, :] == sorted_ids_RxP[:, k : k + 1])
+        return hits_Rxc
+    # Many ids: a binary search per (row, candidate), log P gathers instead of P compares.
+    idx_Rxc = jax.vmap(jnp.searchsorted, in_axes=(0, None))(sorted_ids_RxP, ids_c)
+    found_Rxc = jnp.take_along_axis(sorted_ids_RxP, jnp.minimum(idx_Rxc, p - 1), axis=1)
+    return found_Rxc == ids_c[None, :]
 
 
 def _tile_logits(q_NxD, t_cxD, ids_c, bias_c, excl, start=None):
     """Masked logits of one candidate tile; ``ids_c=None`` means ids are row positions.
 
-    ``excl`` is (exclude_NxP, row_exclude_Rxc or None, query_row_N or None), the second
-    already cut to the tile."""
-    exclude_NxP, row_exclude_Rxc, query_row_N = excl
+    ``excl`` is (exclude_NxP, row_exclude_Rxc, row_exclude_ids_RxP, query_row_N), each but the
+    first possibly None, the row mask already cut to the tile; row ids only with ``ids_c``."""
+    exclude_NxP, row_exclude_Rxc, row_ids_RxP, query_row_N = excl
     s = lax.dot_general(q_NxD, t_cxD, (((1,), (1,)), ((), ())), preferred_element_type=_F32)
     s = s + bias_c[None, :]
+    if row_ids_RxP is not None:
+        hits_Rxc = _row_hits(row_ids_RxP, ids_c)
+        row_exclude_Rxc = hits_Rxc if row_exclude_Rxc is None else row_exclude_Rxc | hits_Rxc
     if row_exclude_Rxc is not None:
-        s = jnp.where(_row_mask(row_exclude_Rxc, s.shape[0], query_row_N), -jnp.inf, s)
+        s = jnp.where(_per_query(row_exclude_Rxc, s.shape[0], query_row_N), -jnp.inf, s)
     if ids_c is not None:
         return jnp.where(candidate_mask(ids_c, exclude_NxP), s, -jnp.inf)
     # Ids are positions (the catalog): scatter -inf at the N x (P + 1) excluded positions, a
@@ -93,6 +121,7 @@ def _defaults(
     exclude_NxP,
     row_exclude_RxC=None,
     query_row_N=None,
+    row_exclude_ids_RxP=None,
 ):
     n, c = query_NxD.shape[0], cand_CxD.shape[0]
     if cand_bias_C is None:
@@ -110,9 +139,19 @@ def _defaults(
                 f"x {c} candidates"
             )
         row_exclude_RxC = row_exclude_RxC.astype(bool)
+    if row_exclude_ids_RxP is not None:
+        r = row_exclude_ids_RxP.shape[0]
+        rows_fit = n % r == 0 if query_row_N is None else query_row_N.shape == (n,)
+        if row_exclude_ids_RxP.ndim != 2 or not rows_fit:
+            raise ValueError(
+                f"row_exclude_ids_RxP: shape {row_exclude_ids_RxP.shape} does not fit {n} queries"
+            )
+        row_exclude_ids_RxP = jnp.sort(row_exclude_ids_RxP.astype(jnp.int32), axis=1)
+        if row_exclude_ids_RxP.shape[1] == 0:
+            row_exclude_ids_RxP = None
     if query_row_N is not None:
         query_row_N = query_row_N.astype(jnp.int32)
-    excl = (exclude_NxP.astype(jnp.int32), row_exclude_RxC, query_row_N)
+    excl = (exclude_NxP.astype(jnp.int32), row_exclude_RxC, row_exclude_ids_RxP, query_row_N)
     return cand_bias_C.astype(_F32), extra_NxE.astype(_F32), excl
 
 
@@ -130,10 +169,18 @@ def dense_lse(
     row_exclude_RxC: jax.Array | None = None,
     *,
     query_row_N: jax.Array | None = None,
+    row_exclude_ids_RxP: jax.Array | None = None,
 ) -> jax.Array:
     """Reference: the whole N x (E + C) logit matrix in float32, differentiated by autodiff."""
     bias_C, extra_NxE, excl = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC, query_row_N
+        query_NxD,
+        cand_CxD,
+        cand_bias_C,
+        extra_NxE,
+        exclude_NxP,
+        row_exclude_RxC,
+        query_row_N,
+        row_exclude_ids_RxP,
     )
     if cand_ids_C is None:  # positions: the reference compares ids, as written in the spec
         cand_ids_C = jnp.arange(cand_CxD.shape[0], dtype=jnp.int32)
@@ -165,8 +212,9 @@ def _chunk_logits(q, t, ids, bias, excl, start, size):
             return lax.slice_in_dim(x, start, start + size, axis=axis)
         return lax.dynamic_slice_in_dim(x, start, size, axis=axis)
 
-    exclude_NxP, row_RxC, query_row_N = excl
-    excl = (exclude_NxP, None if row_RxC is None else cut(row_RxC, axis=1), query_row_N)
+    exclude_NxP, row_RxC, row_ids_RxP, query_row_N = excl
+    row_Rxc = None if row_RxC is None else cut(row_RxC, axis=1)
+    excl = (exclude_NxP, row_Rxc, row_ids_RxP, query_row_N)
     return _tile_logits(q, cut(t), None if ids is None else cut(ids), cut(bias), excl, start)
 
 
@@ -269,19 +317,35 @@ def chunked_lse(
     row_exclude_RxC: jax.Array | None = None,
     *,
     query_row_N: jax.Array | None = None,
+    row_exclude_ids_RxP: jax.Array | None = None,
     chunk_size: int = 1024,
 ) -> jax.Array:
     """Streamed lse with a recomputing custom VJP; bf16 inputs accumulate in float32."""
-    bias_C, extra_NxE, exclude_NxP = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC, query_row_N
+    bias_C, extra_NxE, excl = _defaults(
+        query_NxD,
+        cand_CxD,
+        cand_bias_C,
+        extra_NxE,
+        exclude_NxP,
+        row_exclude_RxC,
+        query_row_N,
+        row_exclude_ids_RxP,
     )
+    exclude_NxP, row_RxC, row_ids_RxP, query_row_N = excl
+    if cand_ids_C is None and row_ids_RxP is not None:
+        # The catalog's ids are positions: each tile scatters -inf at the N x P per-query ids,
+        # which costs less than matching [R, chunk] per row and expanding it to [N, chunk]
+        # (8% of the forward+backward at 4096 queries, P = 4). N x P int32 stays within
+        # O(N x chunk) for P <= chunk.
+        per_query_NxP = _per_query(row_ids_RxP, query_NxD.shape[0], query_row_N)
+        excl = (jnp.concatenate([exclude_NxP, per_query_NxP], 1), row_RxC, None, query_row_N)
     return _chunked_lse(
         query_NxD,
         cand_CxD,
         None if cand_ids_C is None else cand_ids_C.astype(jnp.int32),
         bias_C,
         extra_NxE,
-        exclude_NxP,
+        excl,
         int(chunk_size),
     )
 
@@ -323,6 +387,7 @@ def pallas_lse(
     row_exclude_RxC: jax.Array | None = None,
     *,
     query_row_N: jax.Array | None = None,
+    row_exclude_ids_RxP: jax.Array | None = None,
     chunk_size: int = 1024,
     block_queries: int = 128,
     block_candidates: int = 512,
@@ -331,13 +396,17 @@ def pallas_lse(
     """Forward in Pallas (one partial lse per query block x candidate block); the backward is
     the chunked XLA recompute (``chunk_size``). On CPU, Pallas runs in interpret mode.
 
-    The Pallas tiles take per-query exclusions only: ``row_exclude_RxC`` is not supported
-    here (the loss family passes a context's positives as per-query ids for this kernel)."""
+    The Pallas tiles take per-query exclusions only: ``row_exclude_ids_RxP`` is expanded to
+    per-query ids (N x P), and a bool ``row_exclude_RxC`` is not supported."""
     if row_exclude_RxC is not None:
         raise ValueError("loss.kernel='pallas': row_exclude_RxC is not supported")
-    bias_C, extra_NxE, exclude_NxP = _defaults(
-        query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP
-    )
+    if row_exclude_ids_RxP is not None:
+        n = query_NxD.shape[0]
+        per_query_NxP = _per_query(row_exclude_ids_RxP, n, query_row_N)
+        if exclude_NxP is not None:
+            per_query_NxP = jnp.concatenate([exclude_NxP, per_query_NxP], axis=1)
+        exclude_NxP = per_query_NxP.astype(jnp.int32)
+    bias_C, extra_NxE, excl = _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP)
     interpret = bool(interpret) or jax.default_backend() == "cpu"
     return _pallas_lse(
         query_NxD,
@@ -345,7 +414,7 @@ def pallas_lse(
         None if cand_ids_C is None else cand_ids_C.astype(jnp.int32),
         bias_C,
         extra_NxE,
-        exclude_NxP,
+        excl,
         int(block_candidates),
         int(block_queries),
         interpret,
@@ -363,6 +432,7 @@ def softmax_lse(
     row_exclude_RxC: jax.Array | None = None,
     *,
     query_row_N: jax.Array | None = None,
+    row_exclude_ids_RxP: jax.Array | None = None,
     kernel: str = "chunked",
     chunk_size: int = 1024,
     block_queries: int = 128,
@@ -371,14 +441,15 @@ def softmax_lse(
 ) -> jax.Array:
     """Dispatches to the ``dense``, ``chunked`` or ``pallas`` implementation (same result)."""
     args = (query_NxD, cand_CxD, cand_ids_C, cand_bias_C, extra_NxE, exclude_NxP, row_exclude_RxC)
+    rows = dict(query_row_N=query_row_N, row_exclude_ids_RxP=row_exclude_ids_RxP)
     if kernel == "dense":
-        return dense_lse(*args, query_row_N=query_row_N)
+        return dense_lse(*args, **rows)
     if kernel == "chunked":
-        return chunked_lse(*args, query_row_N=query_row_N, chunk_size=chunk_size)
+        return chunked_lse(*args, **rows, chunk_size=chunk_size)
     if kernel == "pallas":
         return pallas_lse(
             *args,
-            query_row_N=query_row_N,
+            **rows,
             chunk_size=chunk_size,
             block_queries=block_queries,
             block_candidates=block_candidates,

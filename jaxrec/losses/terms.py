@@ -20,7 +20,8 @@ from jaxrec.losses.sampling import draw_random_negatives, gbce_beta, in_batch_lo
 
 _F32 = jnp.float32
 
-# (query_NxD, cand_CxD, cand_ids_C, bias_C, extra_NxE, exclude_NxP, row_exclude_RxC) -> lse_N
+# (query_NxD, cand_CxD, cand_ids_C, bias_C, extra_NxE, exclude_NxP, row_exclude_RxC,
+#  *, query_row_N, row_exclude_ids_RxP) -> lse_N
 LseFn = Callable[..., jax.Array]
 
 
@@ -31,13 +32,13 @@ class Scored:
     pos_logit_N: jax.Array  # score of each query's positive
     valid_N: jax.Array  # bool: the query has a positive target
     exclude_NxP: jax.Array  # ids never a negative of the query (its positive, ...)
-    row_exclude_RxV: jax.Array | None  # [R, V + 1] items liked in each row's context
+    row_exclude_RxP: jax.Array | None  # ids liked in each row's context (0 = padding)
     exp_logit_NxM: jax.Array | None  # explicit negatives' scores (None when M = 0)
     exp_valid_NxM: jax.Array | None  # bool: a real explicit negative, not the positive
     type_w_NxM: jax.Array | None  # per-feedback-type weight of each explicit negative
     exp_w_NxM: jax.Array | None  # its weight in the softmax terms (0 = not a negative)
     extra_NxE: jax.Array  # the positive and the weighted explicit negatives, as logits
-    # the row of each query in row_exclude_RxV (None: N / R consecutive queries per row)
+    # the row of each query in row_exclude_RxP (None: N / R consecutive queries per row)
     query_row_N: jax.Array | None = None
     # packed batches: each query's slot in the unpacked layout of ``num_slots`` queries, where
     # per-query random negatives are drawn (so a packed batch draws what the unpacked one does)
@@ -123,8 +124,9 @@ def full_softmax_lse(s: Scored, query_NxD, table_VxD, lse_fn: LseFn) -> jax.Arra
         None,
         s.extra_NxE,
         s.exclude_NxP,
-        s.row_exclude_RxV,
+        None,
         query_row_N=s.query_row_N,
+        row_exclude_ids_RxP=s.row_exclude_RxP,
     )
 
 
@@ -138,7 +140,6 @@ def in_batch_lse(
         # s - log Q - log(#draws): the N draws then estimate the catalog sum.
         n_valid = jnp.maximum(jnp.sum(s.valid_N), 1).astype(_F32)
         bias_N = -(in_batch_log_q(pos_N, table_VxD.shape[0]) + jnp.log(n_valid))
-    row_excl = None if s.row_exclude_RxV is None else s.row_exclude_RxV[:, cand_ids_N]
     return lse_fn(
         query_NxD,
         table_VxD[cand_ids_N],
@@ -146,8 +147,9 @@ def in_batch_lse(
         bias_N,
         s.extra_NxE,
         s.exclude_NxP,
-        row_excl,
+        None,
         query_row_N=s.query_row_N,
+        row_exclude_ids_RxP=s.row_exclude_RxP,
     )
 
 
@@ -178,7 +180,6 @@ def sampled_term(
         correct = c.logq_correction and c.type == "softmax" and not c.hardest_of
         bias = -(log_q + math.log(k))
         if c.type == "softmax" and c.shared_negatives and not c.hardest_of:
-            row_excl = None if s.row_exclude_RxV is None else s.row_exclude_RxV[:, ids]
             lse_N = lse_fn(
                 query_NxD,
                 table_VxD[ids],
@@ -186,8 +187,9 @@ def sampled_term(
                 bias if correct else None,
                 s.extra_NxE,
                 s.exclude_NxP,
-                row_excl,
+                None,
                 query_row_N=s.query_row_N,
+                row_exclude_ids_RxP=s.row_exclude_RxP,
             )
             return lse_N, None
         if c.shared_negatives:
@@ -198,7 +200,12 @@ def sampled_term(
             bias = jnp.broadcast_to(bias[None, :], neg_logit_NxK.shape)
         else:
             neg_logit_NxK = per_query_logits(query_NxD, table_VxD, ids, c.chunk_size)
-        neg_mask_NxK = candidate_row_mask(ids, s.exclude_NxP, s.row_exclude_RxV, s.query_row_N)
+        # Per-query negatives are not streamed: an [R, V + 1] mask (O(R x V), built here only)
+        # tests each (query, draw) with one gather, whatever the number P of context positives.
+        row_excl_RxV = None
+        if s.row_exclude_RxP is not None:
+            row_excl_RxV = context_exclusion(s.row_exclude_RxP, table_VxD.shape[0])
+        neg_mask_NxK = candidate_row_mask(ids, s.exclude_NxP, row_excl_RxV, s.query_row_N)
         if c.hardest_of:
             idx_NxK, neg_mask_NxK = select_hardest(neg_logit_NxK, neg_mask_NxK, k)
             neg_logit_NxK = jnp.take_along_axis(neg_logit_NxK, idx_NxK, axis=1)
