@@ -237,3 +237,29 @@ def test_every_full_negatives_arm_is_a_valid_config(name):
     appeal = apply_overrides(base, full[-1].overrides)
     assert appeal.model.appeal_repeats and appeal.train.select_metric == "ndcg@10"
     assert base.train.select_metric == "pairwise_accuracy" and base.train.early_stop_patience > 0
+
+
+def test_scaling_puts_model_baseline_and_ceilings_side_by_side(results):
+    res = results["scaling"]
+    s = res["summary"]["arms"]
+    assert [a["listeners"] for a in s.values()] == [100, 200]
+    small, large = s.values()
+    assert large["steps"] == 2 * small["steps"]  # the budget follows the data
+    for a in s.values():
+        assert 0.5 < a["oracle_pairwise_accuracy"][0] <= 1.0
+        assert np.isfinite(a["history_ceiling_pairwise_accuracy"][0])
+        assert (
+            a["baseline_pairs_name"][0] in {"item_appeal_repeats", "item_appeal", "positive_rate"}
+            or a["baseline_pairs"][0] >= 0
+        )
+        assert a["pairs_interval"].endswith(("beats", "level", "loses to"))
+    report = Path(res["report"]).read_text()
+    assert "history ceiling" in report and "noise-free ceiling" in report
+    assert (Path(res["report"]).parent / "scaling.png").exists()
+
+
+def test_scaling_needs_the_simulator(tmp_path):
+    cfg = tiny_config()
+    cfg.data.source = "movielens"
+    with pytest.raises(ValueError, match="simulator"):
+        run_experiment("scaling", cfg, 1, tmp_path, quick=True)

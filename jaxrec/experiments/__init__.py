@@ -11,6 +11,8 @@ NAME is one of :data:`EXPERIMENTS`:
 - ``feedback_mix``: accuracy by each sequence's share of each negative type, and with the
   training negatives subsampled.
 - ``embeddings``: cosine similarities of the learned feedback-type embeddings; a PCA of items.
+- ``scaling``: the model, the best baseline and the simulator's ceilings against the number of
+  listeners, at a budget that follows the data.
 
 Each arm x seed is a training run in ``OUT/runs/<arm>/seed<k>``; see docs/experiments.md.
 """
@@ -27,7 +29,14 @@ from typing import Any
 from ml_collections import ConfigDict
 
 from jaxrec.cli_args import parse_flags
-from jaxrec.experiments import embeddings, feedback_mix, negatives, num_negatives, skips
+from jaxrec.experiments import (
+    embeddings,
+    feedback_mix,
+    negatives,
+    num_negatives,
+    scaling,
+    skips,
+)
 from jaxrec.experiments.overrides import apply_overrides, copy_config, portable_json
 from jaxrec.experiments.quick import quick_overrides
 from jaxrec.experiments.runner import ExperimentContext
@@ -38,6 +47,7 @@ EXPERIMENTS: dict[str, Callable[[ExperimentContext], dict[str, Any]]] = {
     "num_random_negatives": num_negatives.run,
     "feedback_mix": feedback_mix.run,
     "embeddings": embeddings.run,
+    "scaling": scaling.run,
 }
 
 

@@ -1,0 +1,22 @@
+"""The quickstart config at growing numbers of simulated listeners (``jaxrec experiment scaling``).
+
+    jaxrec experiment scaling --config configs/scaling.py --seeds 1 --out runs/scaling
+
+Each size trains as many passes over its data as the quickstart does over 3,000 listeners
+(steps scaled by size). Sizes: ``experiment.scaling_listeners``.
+"""
+
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+from jaxrec.cli_args import load_config_module
+
+base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_config
+
+
+def get_config() -> ConfigDict:
+    c = base_config()
+    c.experiment = ConfigDict()
+    c.experiment.scaling_listeners = (3000, 30000, 100000)
+    return c
