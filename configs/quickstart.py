@@ -4,10 +4,10 @@
 
 The catalog head is trained by a sampled softmax with the explicit negatives; the appeal head
 (docs/losses.md) by its BCE on the next 5 events, from the item_appeal_repeats fit (item effects
-and the listener's earlier reactions to the same song). Expected (seed 0, 2-core CPU, 1 min 58
-s): test pairwise accuracy (appeal head) 0.7924, HR@10 0.4361, NDCG@10 0.2845; baselines on the
-same split: item_appeal_repeats 0.7917 and item_appeal 0.7694 pairwise accuracy, EASE HR@10
-0.4223 / NDCG@10 0.2736.
+and the listener's earlier reactions to the same song). Measured (seed 0, idle 2-core CPU,
+2026-12-06, 1 min 40 s, README): test pairwise accuracy (appeal head) 0.7925, HR@10 0.4381,
+NDCG@10 0.2837; on the same split item_appeal_repeats 0.7917 (pairs, level) and ease_repeats
+0.4248 / 0.2821 (HR@10 beaten, NDCG@10 level); 3 seeds in docs/results/README.md.
 Every field can be overridden on the command line, e.g. ``--config.train.steps=500``.
 """
 

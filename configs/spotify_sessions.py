@@ -9,11 +9,10 @@ The catalog head: the sampled softmax with the skips as explicit negatives, the 
 contrast over the next 4 events (weight 3) and a learned item bias started at the logit of each
 track's training positive rate. The appeal head (which orders a session's pairs) starts at the
 item_appeal_repeats fit; its item effects stay there, its repeat weights and mood train.
-Measured (seed 0, one core of a 2-core CPU, 2026-11-29, 2 min 38 s wall clock, 2.1 GB): test
-pairwise accuracy 0.6022, HR@10 0.2916, NDCG@10 0.1478; 3 seeds 0.6022 / 0.2844 / 0.1419.
-Baselines on the same split: item_appeal 0.6008, item_appeal_repeats 0.5996 and positive_rate
-0.5928 pairwise accuracy, EASE HR@10 0.2643 / NDCG@10 0.1309 (docs/baselines.md). The config
-before the repeat term gave 0.6008 / 0.2905 / 0.1463 (3 seeds).
+Measured (seed 0, 2-core CPU shared with another job, 2026-12-06, 2 min 44 s wall clock,
+2.6 GB): test pairwise accuracy 0.6018, HR@10 0.2923, NDCG@10 0.1460; 3 seeds 0.6020 / 0.2853 /
+0.1439, level with the best baselines on all three (item_appeal 0.6008 on pairs, ease_repeats
+0.2811 / 0.1425; docs/results/README.md).
 """
 
 from pathlib import Path

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxrec import experiments
+from jaxrec.eval.baselines import BASELINES
 from jaxrec.experiments import EXPERIMENTS, run_experiment
 from jaxrec.experiments.embeddings import cosine_matrix, pca_2d
 from jaxrec.experiments.overrides import portable_json
@@ -248,10 +249,8 @@ def test_scaling_puts_model_baseline_and_ceilings_side_by_side(results):
     for a in s.values():
         assert 0.5 < a["oracle_pairwise_accuracy"][0] <= 1.0
         assert np.isfinite(a["history_ceiling_pairwise_accuracy"][0])
-        assert (
-            a["baseline_pairs_name"][0] in {"item_appeal_repeats", "item_appeal", "positive_rate"}
-            or a["baseline_pairs"][0] >= 0
-        )
+        assert a["baseline_pairs_name"][0] in BASELINES
+        assert 0.5 <= a["baseline_pairs"][0] <= a["oracle_pairwise_accuracy"][0]
         assert a["pairs_interval"].endswith(("beats", "level", "loses to"))
     report = Path(res["report"]).read_text()
     assert "history ceiling" in report and "noise-free ceiling" in report

@@ -144,3 +144,20 @@ def test_a_run_validates_at_step_0_and_its_lines_carry_an_interval(cfg, tmp_path
     test = json.loads((tmp_path / "eval_test.json").read_text())
     assert test["oracle_pairwise_accuracy"] > test["quality_only_pairwise_accuracy"]
     assert "ceilings on these pairs" in out
+
+
+def test_pooling_counts_a_shared_window_once():
+    rng = np.random.default_rng(1)
+    den = rng.integers(1, 5, 50).astype(float)
+    base = {"m": np.stack([rng.binomial(den.astype(int), 0.5).astype(float), den])}
+    runs = [
+        {"m": np.stack([rng.binomial(den.astype(int), 0.6).astype(float), den])} for _ in range(3)
+    ]
+    # Same data (identical baseline terms): one window set, the model's terms averaged.
+    model, other = paired.pool(runs, [base] * 3)
+    assert model["m"].shape == (2, 50) and np.array_equal(other["m"], base["m"])
+    np.testing.assert_allclose(model["m"][0], np.mean([r["m"][0] for r in runs], axis=0))
+    # Different data per seed (the simulator): concatenated.
+    other_bases = [{"m": base["m"] + i} for i in range(3)]
+    model, other = paired.pool(runs, other_bases)
+    assert model["m"].shape == (2, 150) and other["m"].shape == (2, 150)

@@ -76,6 +76,22 @@ def concat(parts: list[Windows]) -> Windows:
     return {k: np.concatenate([p[k] for p in parts], axis=1) for k in sorted(keys)}
 
 
+def pool(model: list[Windows], other: list[Windows]) -> tuple[Windows, Windows]:
+    """One (model, other) pair of window sets from several runs (seeds). Runs of different data
+    (the simulator draws new data per seed) are concatenated; runs on the same windows (a real
+    dataset, where only the model's seed differs: the other scorer's terms are identical) are
+    averaged per window instead, so that a window is not counted once per seed."""
+    same = len(other) > 1 and all(
+        set(o) == set(other[0]) and all(np.array_equal(o[k], other[0][k]) for k in o)
+        for o in other[1:]
+    )
+    if not same:
+        return concat(model), concat(other)
+    keys = set.intersection(*(set(m) for m in model))
+    mean = {k: np.mean([m[k] for m in model], axis=0) for k in sorted(keys)}
+    return mean, {k: other[0][k] for k in mean}
+
+
 def save(path: str | Path, sources: dict[str, Windows]) -> None:
     """Writes ``{source: Windows}`` (the model and each baseline) to one ``.npz``."""
     flat = {

@@ -177,7 +177,8 @@ def add_baselines(report: MarkdownReport, runs: dict[str, list[Run]]) -> None:
         f"The baseline rows use the first arm's runs; each arm's margin is against the best "
         f"baseline of its own runs (same seed, same split). {len(first)} seed(s). The interval "
         "is a paired bootstrap over the test windows of all seeds pooled (each seed's windows "
-        'against its own best baseline); "beats" only when it excludes 0, else "level".'
+        "against its own best baseline; on the same data, each window's model terms averaged "
+        'over seeds); "beats" only when it excludes 0, else "level".'
     )
 
 
@@ -202,7 +203,7 @@ def pooled_interval(runs: list[Run], metric: str) -> str:
             return "—"
         model.append({metric: w["model"][metric]})
         base.append({metric: w[name][metric]})
-    c = paired.comparison(metric, paired.concat(model), paired.concat(base))
+    c = paired.comparison(metric, *paired.pool(model, base))
     return f"[{c['low']:+.4f}, {c['high']:+.4f}] {c['verdict']}"
 
 
