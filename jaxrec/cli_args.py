@@ -17,15 +17,22 @@ CONFIGS_DIR = Path(__file__).parents[1] / "configs"
 DEFAULT_CONFIG = CONFIGS_DIR / "quickstart.py"
 
 
+def _config_file_arg(argv: Sequence[str]) -> str | None:
+    """The config file ``argv`` names (``--config FILE`` / ``--config=FILE``), or None."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        name = arg.lstrip("-")
+        if arg.startswith("-") and name == "config":
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("-") and name.startswith("config="):
+            return name[len("config=") :]
+    return None
+
+
 def _config_file_given(argv: Sequence[str]) -> bool:
     """Whether ``argv`` names a config file (``--config FILE`` / ``--config=FILE``)."""
-    for arg in argv:
-        if arg == "--":
-            return False
-        name = arg.lstrip("-")
-        if arg.startswith("-") and (name == "config" or name.startswith("config=")):
-            return True
-    return False
+    return _config_file_arg(argv) is not None
 
 
 def parse_flags(
@@ -44,6 +51,15 @@ def parse_flags(
                 f"jaxrec: no --config given and the default config {DEFAULT_CONFIG} does not "
                 "exist (configs/ ships with the repository, not with an installed package); "
                 "pass --config FILE"
+            )
+        given = _config_file_arg(argv)
+        if given is not None and not Path(given).is_file():
+            shipped = (
+                sorted(p.name for p in CONFIGS_DIR.glob("*.py")) if CONFIGS_DIR.is_dir() else []
+            )
+            raise SystemExit(
+                f"jaxrec: --config {given}: no such config file"
+                + (f" (shipped configs, in configs/: {', '.join(shipped)})" if shipped else "")
             )
         # config_flags pre-scans argv to register the --config.a.b overrides.
         config_flags.DEFINE_config_file(

@@ -10,6 +10,7 @@ from typing import Any
 from jaxrec.data import events as events_lib
 from jaxrec.data import simulator, tfds_builder
 from jaxrec.data.adapters import SOURCES, feedback_types_for, load_source
+from jaxrec.data.adapters.generic import require_mapping
 from jaxrec.data.events import Events
 from jaxrec.data.report import Report
 from jaxrec.data.stats import compute_stats
@@ -42,7 +43,10 @@ def resolve_feedback(cfg_data: Any) -> tuple[str, ...]:
     if source == "prepared":
         return prepared_feedback_types(cfg_data.path)
     if source in SOURCES:
-        return feedback_types_for(source, plain_options(cfg_data.get("options")))
+        options = plain_options(cfg_data.get("options"))
+        if source in ("csv", "parquet") and cfg_data.get("path"):
+            require_mapping(source, cfg_data.path, options)
+        return feedback_types_for(source, options)
     raise ValueError(
         f"config.data.source: unknown source {source!r}; one of "
         f"{sorted(['simulator', 'prepared', *SOURCES])}"

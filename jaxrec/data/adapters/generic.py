@@ -101,6 +101,62 @@ def _text_key(k: Any) -> str:
     return str(k).strip()
 
 
+# Header names that usually hold each event column (lower-case), for the mapping a first run
+# without one is shown.
+_GUESSES = {
+    "user_id": ("user_id", "user", "userid", "uid", "listener", "listener_id", "customer"),
+    "context_id": ("context_id", "session", "session_id", "station", "playlist", "context"),
+    "item_id": ("item_id", "item", "itemid", "iid", "track", "track_id", "song", "song_id"),
+    "timestamp": ("timestamp", "ts", "time", "date", "datetime", "played_at", "event_time"),
+    "feedback": ("feedback", "action", "event", "rating", "reaction", "label", "liked"),
+}
+
+
+def _mapping_needed(source: str, path: Path, header: list[str], options: dict[str, Any]) -> None:
+    """A first run without ``columns`` or ``feedback``: one error that names the missing
+    option, lists the file's own columns and shows the mapping to write."""
+    missing = [k for k in ("columns", "feedback") if k not in options]
+    if not missing:
+        return
+    lower = {h.lower(): h for h in header}
+    guess = {
+        col: next((lower[n] for n in names if n in lower), f"<one of {header}>")
+        for col, names in _GUESSES.items()
+    }
+    for optional in ("context_id", "timestamp"):  # default: the user; the row order
+        if guess[optional].startswith("<"):
+            guess.pop(optional)
+    columns = ", ".join(f'"{k}": "{v}"' for k, v in guess.items())
+    fb = guess["feedback"]
+    raise DataError(
+        f"{path}: a {source} log needs config.data.options {' and '.join(missing)} (how its "
+        f"columns map to events); this file's columns are {header}. In a config file "
+        f'(docs/data.md, "csv and parquet"): c.data.options = {{"columns": {{{columns}}}, '
+        f'"feedback": {{"values": {{"<a value of {fb}>": "thumbs_up", "<another>": '
+        f'"thumbs_down"}}}}}}; numeric scores: "feedback": {{"thresholds": [[4, "thumbs_up"], '
+        f'[0, "thumbs_down"]]}}'
+    )
+
+
+def require_mapping(source: str, path: str | Path, options: Options) -> None:
+    """Before any data is read: a ``csv``/``parquet`` log without its column or feedback
+    mapping fails with the one error of :func:`_mapping_needed` (reads only the header)."""
+    opts = dict(options or {})
+    if "columns" in opts and "feedback" in opts:
+        return
+    path = Path(path)
+    if source == "parquet":
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        header = _parquet_names(path)
+    else:
+        delim = opts.get("delimiter", ",")
+        header = first_line_fields(
+            path, delim if isinstance(delim, str) and len(delim) == 1 else ","
+        )
+    _mapping_needed(source, path, header, opts)
+
+
 def _columns(source: str, options: Options) -> dict[str, Any]:
     cols = (options or {}).get("columns")
     if not isinstance(cols, Mapping):
@@ -118,6 +174,7 @@ def _columns(source: str, options: Options) -> dict[str, Any]:
 def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
     """Any delimited text file, described by ``options`` (see the module docstring)."""
     opts = check_options("csv", options, (*_COMMON, "delimiter", "header"))
+    require_mapping("csv", path, opts)
     cols = _columns("csv", opts)
     types = feedback_types("csv", opts)
     path = Path(path)
@@ -135,9 +192,20 @@ def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Repor
     return _convert(tt.table, tt.rows, path, cols, types, opts), report
 
 
+def _parquet_names(path: Path) -> list[str]:
+    try:
+        schema = (
+            pq.read_schema(str(path)) if path.is_file() else pq.ParquetDataset(str(path)).schema
+        )
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: cannot read as Parquet: {e}") from e
+    return list(schema.names)
+
+
 def load_parquet(path: str | Path, options: Options = None) -> tuple[pa.Table, Report]:
     """A Parquet file or directory, described by ``options``; rows are numbered from 0."""
     opts = check_options("parquet", options, _COMMON)
+    require_mapping("parquet", path, opts)
     cols = _columns("parquet", opts)
     types = feedback_types("parquet", opts)
     path = Path(path)
