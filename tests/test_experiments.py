@@ -28,6 +28,7 @@ ROW_METRICS = {
     "num_random_negatives": ["pairwise_accuracy", "hr@10"],
     "feedback_mix": ["pairwise_accuracy", "pairwise_accuracy_all"],
     "embeddings": ["pairwise_accuracy", "hr@10"],
+    "scaling": ["pairwise_accuracy", "hr@10"],
 }
 
 

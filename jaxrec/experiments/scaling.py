@@ -98,7 +98,7 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
         s = summary["arms"][a.name]
         rows.append(
             [
-                f"{s['listeners']:,}",
+                a.label,
                 fmt_ms([e for e in s["events"] if e is not None], 0),
                 str(s["steps"]),
                 fmt_ms(s["model_pairs"]),
@@ -113,7 +113,7 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
         )
     report.table(
         [
-            "listeners",
+            "arm",
             "events",
             "steps",
             "model pairs",
