@@ -15,6 +15,18 @@ def _one_line(argv: list[str]) -> str:
     return message
 
 
+def _train(tmp_path, source: str, path, *more: str) -> list[str]:
+    """``jaxrec train`` argv on a log file with only the source and path given."""
+    return [
+        "train",
+        "--workdir",
+        str(tmp_path / "run"),
+        f"--config.data.source={source}",
+        f"--config.data.path={path}",
+        *more,
+    ]
+
+
 @pytest.fixture
 def log_csv(tmp_path):
     path = tmp_path / "log.csv"
@@ -23,15 +35,7 @@ def log_csv(tmp_path):
 
 
 def test_train_on_a_csv_without_a_mapping_shows_the_mapping_to_write(log_csv, tmp_path):
-    msg = _one_line(
-        [
-            "train",
-            "--workdir",
-            str(tmp_path / "run"),
-            "--config.data.source=csv",
-            f"--config.data.path={log_csv}",
-        ]
-    )
+    msg = _one_line(_train(tmp_path, "csv", log_csv))
     assert msg.startswith("jaxrec train: ") and "config.data.options columns and feedback" in msg
     assert "['listener', 'track', 'played_at', 'action']" in msg  # the file's own columns
     assert '"user_id": "listener"' in msg and '"item_id": "track"' in msg
@@ -56,32 +60,15 @@ def test_data_prepare_on_a_csv_without_a_mapping_is_one_line(log_csv, tmp_path):
 
 
 def test_a_mapping_without_feedback_names_only_that_option(log_csv, tmp_path):
-    msg = _one_line(
-        [
-            "train",
-            "--workdir",
-            str(tmp_path / "run"),
-            "--config.data.source=csv",
-            f"--config.data.path={log_csv}",
-            "--config.data.options="
-            '{"columns": {"user_id": "listener", "item_id": "track", "feedback": "action"}}',
-        ]
-    )
+    mapping = '{"columns": {"user_id": "listener", "item_id": "track", "feedback": "action"}}'
+    msg = _one_line(_train(tmp_path, "csv", log_csv, f"--config.data.options={mapping}"))
     assert "needs config.data.options feedback (" in msg
 
 
 def test_parquet_without_a_mapping_lists_its_columns(tmp_path):
     path = tmp_path / "log.parquet"
     pq.write_table(pa.table({"uid": [1], "song": [2], "rating": [4]}), path)
-    msg = _one_line(
-        [
-            "train",
-            "--workdir",
-            str(tmp_path / "run"),
-            "--config.data.source=parquet",
-            f"--config.data.path={path}",
-        ]
-    )
+    msg = _one_line(_train(tmp_path, "parquet", path))
     assert "['uid', 'song', 'rating']" in msg and '"feedback": "rating"' in msg
     assert "timestamp" not in msg.split("c.data.options")[1].split("feedback")[0]  # optional
 
