@@ -21,6 +21,7 @@ from jaxrec.data.simulator import GroundTruth
 from jaxrec.eval.metrics import pairwise_accuracy
 
 LAMBDAS = (0.3, 1.0, 3.0, 10.0)
+CHUNK = 8192  # windows per batched ridge solve
 GAMMAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -50,15 +51,46 @@ def oracle_scores(truth: GroundTruth, events: Events, data: EvalSet) -> np.ndarr
 def taste_scores(
     truth: GroundTruth, events: Events, data: EvalSet, lam: float, gamma: float
 ) -> np.ndarray:
-    """``[N, W]`` quality + ``gamma x`` item vector . taste fitted on each window's history."""
+    """``[N, W]`` quality + ``gamma x`` item vector . taste fitted on each window's history,
+    in chunks of windows (memory ~ chunk x L x D, whatever N)."""
+    slope = _quality_slope(truth, events, data)
+    out = [
+        _taste_chunk(
+            truth, events, data, np.arange(s, min(s + CHUNK, len(data))), lam, gamma, slope
+        )
+        for s in range(0, len(data), CHUNK)
+    ]
+    return np.concatenate(out) if out else np.zeros(data.window_items_NxW.shape)
+
+
+def _quality_slope(truth: GroundTruth, events: Events, data: EvalSet) -> float:
+    """One pooled slope of the history's feedback codes on item quality (all windows)."""
     _, hist = _raw_ids(events, data, data.items_NxL)
-    _, win = _raw_ids(events, data, data.window_items_NxW)
-    real = (data.items_NxL > 0).astype(np.float64)
+    real = data.items_NxL > 0
     y = _ordinal_codes(events, truth)[data.feedback_NxL]
+    q = truth.item_quality_I[hist]
+    return float(np.sum(real * q * y) / max(np.sum(real * q**2), 1e-12))
+
+
+def _taste_chunk(
+    truth: GroundTruth,
+    events: Events,
+    data: EvalSet,
+    rows: np.ndarray,
+    lam: float,
+    gamma: float,
+    slope: float,
+) -> np.ndarray:
+    items_NxL, fb_NxL = data.items_NxL[rows], data.feedback_NxL[rows]
+    raw = events.item_vocab.astype(object)
+    raw[0] = 0
+    hist = np.asarray(raw[items_NxL], np.int64)
+    win = np.asarray(raw[data.window_items_NxW[rows]], np.int64)
+    real = (items_NxL > 0).astype(np.float64)
+    y = _ordinal_codes(events, truth)[fb_NxL]
     q_hist = truth.item_quality_I[hist]
     # Quality explains part of the feedback for every listener alike: taken out with one
     # pooled slope, so the per-window fit is about taste only.
-    slope = np.sum(real * q_hist * y) / max(np.sum(real * q_hist**2), 1e-12)
     resid = (y - slope * q_hist) * real
     x = truth.item_vec_IxD[hist] * real[..., None]
     n = np.maximum(real.sum(axis=1), 1.0)

@@ -37,8 +37,9 @@ def paired_interval(
     rng = np.random.default_rng(seed)
     stack = np.concatenate([a, b]).T  # [N, 4]
     out = []
-    for start in range(0, samples, 250):  # [250, N] resample weights at a time
-        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(250, samples - start))
+    per = max(1, min(250, 20_000_000 // n))  # [per, N] resample weights at a time: <= 160 MB
+    for start in range(0, samples, per):
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=min(per, samples - start))
         s = w @ stack
         with np.errstate(invalid="ignore", divide="ignore"):
             out.append(s[:, 0] / s[:, 1] - s[:, 2] / s[:, 3])
