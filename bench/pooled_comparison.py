@@ -32,12 +32,7 @@ def main(workdirs: list[str]) -> None:
     bases = [json.loads((r / "baselines_test.json").read_text()) for r in runs]
     windows = [paired.load(r / "windows_test.npz") for r in runs]
     for metric in METRICS:
-        names = [max(b, key=lambda n, b=b: b[n][metric]) for b in bases]
-        model, other = paired.pool(
-            [{metric: w["model"][metric]} for w in windows],
-            [{metric: w[n][metric]} for w, n in zip(windows, names, strict=True)],
-        )
-        c = paired.comparison(metric, model, other)
+        c, names = paired.against_best(list(zip(windows, bases, strict=True)), metric)
         ours = np.mean([t[metric] for t in tests])
         theirs = np.mean([b[n][metric] for b, n in zip(bases, names, strict=True)])
         print(

@@ -86,11 +86,12 @@ def simulate(cfg: Any, seed: int) -> pa.Table:
 
 
 def ground_truth(cfg: Any, seed: int) -> GroundTruth:
-    """The latent vectors and weights behind ``simulate(cfg, seed)``'s events."""
-    return _draw(cfg, seed)[1]
+    """The latent vectors and weights behind ``simulate(cfg, seed)``'s events (drawn first, so
+    the events themselves are not simulated again)."""
+    return _draw(cfg, seed, events=False)[1]
 
 
-def _draw(cfg: Any, seed: int) -> tuple[pa.Table, GroundTruth]:
+def _draw(cfg: Any, seed: int, events: bool = True) -> tuple[pa.Table | None, GroundTruth]:
     validate(cfg)
     rng = np.random.default_rng(seed)
     n_users, n_items, n_genres = int(cfg.num_users), int(cfg.num_items), int(cfg.num_genres)
@@ -114,6 +115,18 @@ def _draw(cfg: Any, seed: int) -> tuple[pa.Table, GroundTruth]:
         + 0.5 * rng.normal(size=(n_users, dim))
     )
     user_bias_U = float(cfg.pickiness) * rng.normal(size=n_users)
+    truth = GroundTruth(
+        item_vec_IxD,
+        item_quality_I,
+        user_vec_UxD,
+        user_bias_U,
+        float(cfg.taste_weight),
+        float(cfg.quality_weight),
+        float(cfg.noise),
+        FEEDBACK_TYPES,
+    )
+    if not events:
+        return None, truth
 
     # Stations: seeded with a genre drawn from the user's affinity to each genre.
     n_ctx = n_users * int(cfg.contexts_per_user)
@@ -168,16 +181,6 @@ def _draw(cfg: Any, seed: int) -> tuple[pa.Table, GroundTruth]:
     timestamp_E = start_C[ev_ctx_E] + within_E
 
     names = np.array(FEEDBACK_TYPES, dtype=object)
-    truth = GroundTruth(
-        item_vec_IxD,
-        item_quality_I,
-        user_vec_UxD,
-        user_bias_U,
-        float(cfg.taste_weight),
-        float(cfg.quality_weight),
-        float(cfg.noise),
-        FEEDBACK_TYPES,
-    )
     table = pa.table(
         {
             "user_id": pa.array(ev_user_E.astype(np.int64)),

@@ -21,8 +21,8 @@ from jaxrec.data.simulator import GroundTruth
 from jaxrec.eval.metrics import pairwise_accuracy
 
 LAMBDAS = (0.3, 1.0, 3.0, 10.0)
-CHUNK = 8192  # windows per batched ridge solve
 GAMMAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+CHUNK = 8192  # windows per batched ridge solve
 
 
 def _raw_ids(events: Events, data: EvalSet, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,59 +51,50 @@ def oracle_scores(truth: GroundTruth, events: Events, data: EvalSet) -> np.ndarr
 def taste_scores(
     truth: GroundTruth, events: Events, data: EvalSet, lam: float, gamma: float
 ) -> np.ndarray:
-    """``[N, W]`` quality + ``gamma x`` item vector . taste fitted on each window's history,
-    in chunks of windows (memory ~ chunk x L x D, whatever N)."""
-    slope = _quality_slope(truth, events, data)
-    out = [
-        _taste_chunk(
-            truth, events, data, np.arange(s, min(s + CHUNK, len(data))), lam, gamma, slope
-        )
-        for s in range(0, len(data), CHUNK)
-    ]
-    return np.concatenate(out) if out else np.zeros(data.window_items_NxW.shape)
+    """``[N, W]`` quality + ``gamma x`` item vector . taste fitted on each window's history."""
+    quality, taste = history_fit(truth, events, data, lam)
+    return quality + gamma * taste
 
 
-def _quality_slope(truth: GroundTruth, events: Events, data: EvalSet) -> float:
-    """One pooled slope of the history's feedback codes on item quality (all windows)."""
+def history_fit(
+    truth: GroundTruth, events: Events, data: EvalSet, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, W]`` quality terms and item vector . taste terms of each window's items, the taste
+    fitted on the window's history with ridge ``lam``, in chunks of windows (memory ~ chunk x
+    L x D, whatever N)."""
     _, hist = _raw_ids(events, data, data.items_NxL)
-    real = data.items_NxL > 0
+    _, win = _raw_ids(events, data, data.window_items_NxW)
+    real = (data.items_NxL > 0).astype(np.float64)
     y = _ordinal_codes(events, truth)[data.feedback_NxL]
-    q = truth.item_quality_I[hist]
-    return float(np.sum(real * q * y) / max(np.sum(real * q**2), 1e-12))
-
-
-def _taste_chunk(
-    truth: GroundTruth,
-    events: Events,
-    data: EvalSet,
-    rows: np.ndarray,
-    lam: float,
-    gamma: float,
-    slope: float,
-) -> np.ndarray:
-    items_NxL, fb_NxL = data.items_NxL[rows], data.feedback_NxL[rows]
-    raw = events.item_vocab.astype(object)
-    raw[0] = 0
-    hist = np.asarray(raw[items_NxL], np.int64)
-    win = np.asarray(raw[data.window_items_NxW[rows]], np.int64)
-    real = (items_NxL > 0).astype(np.float64)
-    y = _ordinal_codes(events, truth)[fb_NxL]
     q_hist = truth.item_quality_I[hist]
     # Quality explains part of the feedback for every listener alike: taken out with one
     # pooled slope, so the per-window fit is about taste only.
+    slope = np.sum(real * q_hist * y) / max(np.sum(real * q_hist**2), 1e-12)
     resid = (y - slope * q_hist) * real
-    x = truth.item_vec_IxD[hist] * real[..., None]
-    n = np.maximum(real.sum(axis=1), 1.0)
+    taste = np.zeros(win.shape)
+    for s in range(0, len(data), CHUNK):
+        rows = slice(s, s + CHUNK)
+        taste[rows] = _taste_terms(truth, hist[rows], win[rows], real[rows], resid[rows], lam)
+    return truth.quality_weight * truth.item_quality_I[win], taste
+
+
+def _taste_terms(
+    truth: GroundTruth,
+    hist_NxL: np.ndarray,
+    win_NxW: np.ndarray,
+    real_NxL: np.ndarray,
+    resid_NxL: np.ndarray,
+    lam: float,
+) -> np.ndarray:
+    x = truth.item_vec_IxD[hist_NxL] * real_NxL[..., None]
+    n = np.maximum(real_NxL.sum(axis=1), 1.0)
     # Centred per window: the intercept (the listener's bias) is not penalised.
-    x_mean = x.sum(axis=1) / n[:, None]
-    r_mean = resid.sum(axis=1) / n
-    xc = (x - x_mean[:, None]) * real[..., None]
-    rc = (resid - r_mean[:, None]) * real
+    xc = (x - (x.sum(axis=1) / n[:, None])[:, None]) * real_NxL[..., None]
+    rc = (resid_NxL - (resid_NxL.sum(axis=1) / n)[:, None]) * real_NxL
     d = x.shape[-1]
     gram = np.einsum("nld,nle->nde", xc, xc) + lam * np.eye(d)
     taste = np.linalg.solve(gram, np.einsum("nld,nl->nd", xc, rc)[..., None])[..., 0]
-    taste_term = np.einsum("nwd,nd->nw", truth.item_vec_IxD[win], taste)
-    return truth.quality_weight * truth.item_quality_I[win] + gamma * taste_term
+    return np.einsum("nwd,nd->nw", truth.item_vec_IxD[win_NxW], taste)
 
 
 def _pairs(scores: np.ndarray, data: EvalSet) -> float:
@@ -116,9 +107,10 @@ def simulator_ceilings(
 ) -> dict[str, float]:
     """The ceilings on ``test``'s covered windows (the model's pairs), the history fit's
     ``lam`` and ``gamma`` chosen on ``valid``."""
+    fits = {lam: history_fit(truth, events, valid, lam) for lam in LAMBDAS}  # one solve each
     best = max(
         ((lam, g) for lam in LAMBDAS for g in GAMMAS),
-        key=lambda p: _pairs(taste_scores(truth, events, valid, *p), valid),
+        key=lambda p: _pairs(fits[p[0]][0] + p[1] * fits[p[0]][1], valid),
     )
     return {
         "oracle_pairwise_accuracy": _pairs(oracle_scores(truth, events, test), test),

@@ -71,6 +71,24 @@ def comparison(
     return {"diff": diff, "low": lo, "high": hi, "verdict": verdict(lo, hi, sign)}
 
 
+def against_best(
+    runs: list[tuple[dict[str, Windows], dict[str, dict[str, float]]]], metric: str
+) -> tuple[dict[str, float | str], list[str]]:
+    """The model against each run's best baseline by value on ``metric`` (higher is better),
+    paired over the runs' pooled windows (:func:`pool`). ``runs``: per run, ``{source:
+    Windows}`` with a ``"model"`` entry (what :func:`save` wrote) and ``{baseline: metrics}``.
+    Returns the :func:`comparison` and the baseline chosen per run."""
+    names = [
+        max(b, key=lambda n, b=b: np.nan_to_num(b[n].get(metric, np.nan), nan=-np.inf))
+        for _, b in runs
+    ]
+    model, other = pool(
+        [{metric: w["model"][metric]} for w, _ in runs],
+        [{metric: w[n][metric]} for (w, _), n in zip(runs, names, strict=True)],
+    )
+    return comparison(metric, model, other), names
+
+
 def concat(parts: list[Windows]) -> Windows:
     """Windows of several runs (e.g. seeds, each paired with its own baselines) as one set."""
     keys = set.intersection(*(set(p) for p in parts)) if parts else set()

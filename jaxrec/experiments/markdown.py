@@ -192,18 +192,16 @@ CEILINGS = (
 def pooled_interval(runs: list[Run], metric: str) -> str:
     """``[low, high] verdict`` of the model minus each run's best baseline (by value) on
     ``metric``, paired over the pooled test windows of ``runs`` (``windows_test.npz``)."""
-    model, base = [], []
+    loaded = []
     for r in runs:
         path = Path(r.workdir) / "windows_test.npz"
         if not path.exists() or not r.baselines:
             return "—"
         w = paired.load(path)
-        name = max(r.baselines, key=lambda n: r.baselines[n].get(metric, -math.inf))
-        if metric not in w.get("model", {}) or metric not in w.get(name, {}):
+        if any(metric not in w.get(src, {}) for src in ("model", *r.baselines)):
             return "—"
-        model.append({metric: w["model"][metric]})
-        base.append({metric: w[name][metric]})
-    c = paired.comparison(metric, *paired.pool(model, base))
+        loaded.append((w, r.baselines))
+    c, _ = paired.against_best(loaded, metric)
     return f"[{c['low']:+.4f}, {c['high']:+.4f}] {c['verdict']}"
 
 

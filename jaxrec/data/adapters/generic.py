@@ -146,8 +146,6 @@ def require_mapping(source: str, path: str | Path, options: Options) -> None:
         return
     path = Path(path)
     if source == "parquet":
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
         header = _parquet_names(path)
     else:
         delim = opts.get("delimiter", ",")
@@ -193,6 +191,9 @@ def load_csv(path: str | Path, options: Options = None) -> tuple[pa.Table, Repor
 
 
 def _parquet_names(path: Path) -> list[str]:
+    """The column names of a Parquet file or directory (its schema only)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
     try:
         schema = (
             pq.read_schema(str(path)) if path.is_file() else pq.ParquetDataset(str(path)).schema
@@ -209,15 +210,7 @@ def load_parquet(path: str | Path, options: Options = None) -> tuple[pa.Table, R
     cols = _columns("parquet", opts)
     types = feedback_types("parquet", opts)
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        schema = (
-            pq.read_schema(str(path)) if path.is_file() else pq.ParquetDataset(str(path)).schema
-        )
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: cannot read as Parquet: {e}") from e
-    require_columns(path, schema.names, list(cols.values()))
+    require_columns(path, _parquet_names(path), list(cols.values()))
     try:
         table = pq.read_table(str(path), columns=sorted(set(cols.values())))
     except (pa.ArrowInvalid, OSError) as e:
