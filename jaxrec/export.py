@@ -99,7 +99,7 @@ def serving_fns(
         query = inference.user_query(m, items, fb_in)
         excluded = exclude_mask[fb] | (exclude_heard & (items_BxL > 0))
         exclude = jnp.where(excluded, items_BxL, 0)
-        scores = inference.catalog_scores(query, m.item_table(), exclude)
+        scores = inference.model_catalog_scores(m, query, items, fb_in, exclude)
         cold_scores = inference.catalog_scores(
             jnp.ones((items_BxL.shape[0], 1), jnp.float32), pop[:, None], exclude
         )

@@ -66,6 +66,43 @@ def catalog_scores(
     return mask_catalog(query_BxD @ table_VxD.T, exclude_BxS)
 
 
+def model_catalog_scores(
+    model: SequenceModel,
+    query_BxD: jax.Array,
+    items_BxL: jax.Array,
+    feedback_BxL: jax.Array,
+    exclude_BxS: jax.Array | None = None,
+) -> jax.Array:
+    """The model's catalog scores ``[B, V+1]`` of a history: the query's dot products plus,
+    with ``model.catalog_repeats``, the repeat term of each item the history holds."""
+    return mask_catalog(
+        with_catalog_repeats(model, query_BxD @ model.item_table().T, items_BxL, feedback_BxL),
+        exclude_BxS,
+    )
+
+
+def with_catalog_repeats(
+    model: SequenceModel, raw_BxV: jax.Array, items_BxL: jax.Array, feedback_BxL: jax.Array
+) -> jax.Array:
+    """Raw catalog scores with the catalog repeat term added to the history's items (unchanged
+    without ``model.catalog_repeats``: only items in the history have one)."""
+    rep_Bx1xL = model.catalog_repeat_scores(items_BxL, feedback_BxL, items_BxL[:, None])
+    if rep_Bx1xL is None:
+        return raw_BxV
+    rows = jnp.arange(raw_BxV.shape[0])[:, None]
+    base_BxL = jnp.take_along_axis(raw_BxV, items_BxL, axis=1)
+    # A repeated item gets the same value from each of its slots, so set (not add) is exact.
+    return raw_BxV.at[rows, items_BxL].set(base_BxL + rep_Bx1xL[:, 0])
+
+
+def catalog_repeat_offsets(
+    model: SequenceModel, items_BxW: jax.Array, items_BxL: jax.Array, feedback_BxL: jax.Array
+) -> jax.Array | None:
+    """The catalog repeat term ``[B, W]`` of chosen items (None without one)."""
+    rep = model.catalog_repeat_scores(items_BxL, feedback_BxL, items_BxW[:, None])
+    return None if rep is None else rep[:, 0]
+
+
 def mask_catalog(scores_BxV: jax.Array, exclude_BxS: jax.Array | None = None) -> jax.Array:
     """Catalog scores with padding (item 0) and each row's excluded items set to -inf."""
     s = scores_BxV.at[:, 0].set(-jnp.inf)

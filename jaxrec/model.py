@@ -225,6 +225,13 @@ class SequenceModel(nnx.Module):
         self.appeal_repeat = nnx.data(None)
         if cfg.get("appeal_head", False) and cfg.get("appeal_repeats", False):
             self.appeal_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
+        # Optional repeat term of the catalog score, the same form with weights of its own: a
+        # thumbs-down on a song lowers that song's score directly, which a dot product with a
+        # summary of the history cannot do for one song without moving its neighbours. Trained
+        # with the catalog loss, the history's items competing as extra candidates (step.py).
+        self.catalog_repeat = nnx.data(None)
+        if cfg.get("catalog_repeats", False):
+            self.catalog_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
         self.embed_dropout = Dropout(float(cfg.dropout))
         # Optional learnable per-type gate on the item part of a token: how much a song heard
         # with each feedback type says about the listener. ``sigmoid`` (or True): in (0, 1),
@@ -356,28 +363,24 @@ class SequenceModel(nnx.Module):
         Q = 1 (evaluation, serving) it reads the whole history."""
         if self.appeal_repeat is None:
             return None
-        b, q, _ = candidates_BxQxC.shape
-        length = items_BxL.shape[1]
-        match_BxQxCxL = (candidates_BxQxC[..., None] == items_BxL[:, None, None, :]) & (
-            items_BxL > 0
-        )[:, None, None, :]
-        if q > 1:  # causal: a position knows only the reactions up to itself
-            match_BxQxCxL &= jnp.tril(jnp.ones((q, length), bool))[None, :, None, :]
-        if segment_BxL is not None:  # packed: only its own example's reactions
-            match_BxQxCxL &= (segment_BxL[:, :q, None] == segment_BxL[:, None, :])[:, :, None, :]
-        types = self.appeal_repeat.shape[1]
-        onehot_BxLxT = jax.nn.one_hot(jnp.clip(feedback_BxL, 0, types - 1), types)
-        counts_BxQxCxT = jnp.einsum(
-            "bqcl,blt->bqct", match_BxQxCxL.astype(jnp.float32), onehot_BxLxT
+        return repeat_term(
+            self.appeal_repeat[...], items_BxL, feedback_BxL, candidates_BxQxC, segment_BxL
         )
-        slot_L = jnp.arange(length)
-        newest_BxQxC = jnp.max(jnp.where(match_BxQxCxL, slot_L, -1), axis=-1)
-        is_newest_BxQxCxL = match_BxQxCxL & (slot_L == newest_BxQxC[..., None])
-        last_BxQxCxT = jnp.einsum(
-            "bqcl,blt->bqct", is_newest_BxQxCxL.astype(jnp.float32), onehot_BxLxT
+
+    def catalog_repeat_scores(
+        self,
+        items_BxL: jax.Array,
+        feedback_BxL: jax.Array,
+        candidates_BxQxC: jax.Array,
+        segment_BxL: jax.Array | None = None,
+    ) -> jax.Array | None:
+        """The catalog score's repeat term ``[B, Q, C]`` (None without
+        ``model.catalog_repeats``); slots as in :meth:`repeat_scores`."""
+        if self.catalog_repeat is None:
+            return None
+        return repeat_term(
+            self.catalog_repeat[...], items_BxL, feedback_BxL, candidates_BxQxC, segment_BxL
         )
-        w_count_T, w_last_T = self.appeal_repeat[...][0], self.appeal_repeat[...][1]
-        return jnp.log1p(counts_BxQxCxT) @ w_count_T + last_BxQxCxT @ w_last_T
 
     def item_table(self) -> jax.Array:
         """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended); with an
@@ -392,3 +395,33 @@ class SequenceModel(nnx.Module):
     def feedback_table(self) -> jax.Array:
         """Learned feedback-type embeddings ``[T + 1, D]`` (row 0 is padding), for analysis."""
         return self.feedback_embed.embedding[: self.mask_feedback]
+
+
+def repeat_term(
+    weights_2xT: jax.Array,
+    items_BxL: jax.Array,
+    feedback_BxL: jax.Array,
+    candidates_BxQxC: jax.Array,
+    segment_BxL: jax.Array | None = None,
+) -> jax.Array:
+    """``[B, Q, C]``: per feedback type t, w_t log(1 + n_t(c)) for the n_t(c) reactions of type
+    t to candidate c among the history tokens a query reads, plus u_t for the type of the newest
+    one (``weights_2xT`` = (w, u)). With Q = L query q reads the slots <= q (of its own segment
+    when ``segment_BxL`` is given); with Q = 1 the whole history."""
+    b, q, _ = candidates_BxQxC.shape
+    length = items_BxL.shape[1]
+    match_BxQxCxL = (candidates_BxQxC[..., None] == items_BxL[:, None, None, :]) & (items_BxL > 0)[
+        :, None, None, :
+    ]
+    if q > 1:  # causal: a position knows only the reactions up to itself
+        match_BxQxCxL &= jnp.tril(jnp.ones((q, length), bool))[None, :, None, :]
+    if segment_BxL is not None:  # packed: only its own example's reactions
+        match_BxQxCxL &= (segment_BxL[:, :q, None] == segment_BxL[:, None, :])[:, :, None, :]
+    types = weights_2xT.shape[1]
+    onehot_BxLxT = jax.nn.one_hot(jnp.clip(feedback_BxL, 0, types - 1), types)
+    counts_BxQxCxT = jnp.einsum("bqcl,blt->bqct", match_BxQxCxL.astype(jnp.float32), onehot_BxLxT)
+    slot_L = jnp.arange(length)
+    newest_BxQxC = jnp.max(jnp.where(match_BxQxCxL, slot_L, -1), axis=-1)
+    is_newest_BxQxCxL = match_BxQxCxL & (slot_L == newest_BxQxC[..., None])
+    last_BxQxCxT = jnp.einsum("bqcl,blt->bqct", is_newest_BxQxCxL.astype(jnp.float32), onehot_BxLxT)
+    return jnp.log1p(counts_BxQxCxT) @ weights_2xT[0] + last_BxQxCxT @ weights_2xT[1]

@@ -4,6 +4,7 @@ head), gradients (optionally accumulated over micro-batches), AdamW, and the non
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -26,6 +27,7 @@ NOT_DECAYED = (
     # them toward 0, not toward the data. The per-item biases: a rare item's bias would shrink
     # between its few updates.
     "appeal_repeat",
+    "catalog_repeat",
     "appeal_bias",
     "item_bias",
     "feedback_gate",
@@ -71,7 +73,8 @@ def table_mask(params: Any, name: str) -> Any:
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     """AdamW with warm-up and cosine decay, clipped. ``bias_lr_multiplier`` scales the steps of
     the catalog's per-item bias, ``appeal_bias_lr_multiplier`` those of the appeal head's (0
-    freezes it), ``appeal_repeat_lr_multiplier`` those of its repeat weights. An item appears
+    freezes it), ``appeal_repeat_lr_multiplier`` and ``catalog_repeat_lr_multiplier`` those of
+    the two repeat terms' weights (2 x (T + 2) scalars each). An item appears
     in few batches, and Adam moves a parameter by about the learning rate per appearance, so at
     the transformer's rate a bias barely leaves its initial value in a run."""
     schedule = optax.warmup_cosine_decay_schedule(
@@ -93,6 +96,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         ("item_bias", "bias_lr_multiplier"),
         ("appeal_bias", "appeal_bias_lr_multiplier"),
         ("appeal_repeat", "appeal_repeat_lr_multiplier"),
+        ("catalog_repeat", "catalog_repeat_lr_multiplier"),
     ):
         multiplier = float(cfg.get(field, 1.0))
         if multiplier != 1.0:
@@ -174,6 +178,46 @@ def _micro_batches(x: jax.Array, accum: int) -> jax.Array:
     return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
 
 
+def catalog_repeat_targets(
+    model: SequenceModel,
+    targets: LossTargets,
+    items_RxL: jax.Array,
+    feedback_RxL: jax.Array,
+    segment_RxL: jax.Array | None,
+    unpacked_items_BxL: jax.Array,
+    m: int,
+) -> LossTargets:
+    """The loss targets with the model's catalog repeat term: added to each positive and
+    explicit negative, and the items a query has heard (slots <= its own, its own example)
+    competing as extra candidates, each once (its newest slot) with its repeat term."""
+    r, length = items_RxL.shape
+    pos_RxL = targets.positive_N.reshape(r, length)
+    exp_RxLxM = targets.explicit_NxM.reshape(r, length, m)
+    hist_RxLxL = jnp.broadcast_to(items_RxL[:, None, :], (r, length, length))
+    cand = jnp.concatenate([pos_RxL[..., None], exp_RxLxM, hist_RxLxL], axis=-1)
+    rep = model.catalog_repeat_scores(items_RxL, feedback_RxL, cand.astype(jnp.int32), segment_RxL)
+    seen_QxL = jnp.tril(jnp.ones((length, length), bool))
+    reads_RxQxL = seen_QxL[None] & (items_RxL > 0)[:, None, :]
+    if segment_RxL is not None:
+        reads_RxQxL &= segment_RxL[:, :, None] == segment_RxL[:, None, :]
+    # Slot l is the newest reading of its item for query q unless a later slot l' <= q of the
+    # same example holds the same item.
+    same_RxLxL = (items_RxL[:, :, None] == items_RxL[:, None, :]) & ~seen_QxL[None]
+    later_RxQxL = jnp.einsum(
+        "rlk,rqk->rql", same_RxLxL.astype(jnp.float32), reads_RxQxL.astype(jnp.float32)
+    )
+    newest_RxQxL = reads_RxQxL & (later_RxQxL == 0)
+    offset_RxQxL = jnp.where(newest_RxQxL, rep[..., 1 + m :], -jnp.inf)
+    return dataclasses.replace(
+        targets,
+        positive_offset_N=rep[..., 0].reshape(-1),
+        explicit_offset_NxM=rep[..., 1 : 1 + m].reshape(r * length, m),
+        history_items_RxH=items_RxL,
+        history_offset_NxH=offset_RxQxL.reshape(r * length, length),
+        row_items_RxL=unpacked_items_BxL,
+    )
+
+
 def make_train_step(
     graphdef,
     cfg: Any,
@@ -242,6 +286,10 @@ def make_train_step(
             query_slot_N=slot_N,
             num_slots=b * length,
         )
+        if model.catalog_repeat is not None:
+            targets = catalog_repeat_targets(
+                model, targets, items, feedback, segment, batch["items"], m
+            )
         hidden_BxLxD = model.encode(  # [R, L, D] when packed
             batch["items"],
             batch["feedback"],

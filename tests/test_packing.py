@@ -117,6 +117,8 @@ LOSS_VARIANTS = {
         "sampled_weight": 0.0,
         "kernel": "dense",
     },
+    # The catalog repeat term: history candidates per query, read within the query's example.
+    "sampled + catalog repeats": {"model.catalog_repeats": True},
 }
 
 
@@ -128,7 +130,8 @@ def test_packed_training_follows_unpacked_training(tiny, variant):
     cfg, data = tiny
     cfg = cfg.copy_and_resolve_references()
     for key, value in LOSS_VARIANTS[variant].items():
-        cfg.loss[key] = value
+        section, _, name = key.rpartition(".")
+        cfg[section or "loss"][name] = value
     cfg.optim.warmup_steps = 0
     cfg.model.appeal_personal = True  # the listener x item term too, not only the offset c
     ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))

@@ -260,6 +260,9 @@ class _LinearModel:
     def item_table(self):
         return jnp.asarray(self.table)
 
+    def catalog_repeat_scores(self, items, fb, candidates):  # no catalog repeat term
+        return None
+
 
 def test_responsiveness_by_hand():
     from jaxrec.eval.responsiveness import responsiveness

@@ -106,7 +106,10 @@ class Evaluator:
         query = model.catalog_query(hidden)
         table = model.item_table()
         window_scores = inference.score_items(query, table, window_items)
-        raw = query @ table.T
+        rep = inference.catalog_repeat_offsets(model, window_items, items, feedback)
+        if rep is not None:
+            window_scores = window_scores + rep
+        raw = inference.with_catalog_repeats(model, query @ table.T, items, feedback)
         scores = inference.mask_catalog(raw, exclude)
         ranks = inference.target_ranks(scores, jnp.maximum(target, 1))
         window_ranks = inference.item_ranks(scores, window_items)

@@ -77,14 +77,18 @@ def responsiveness(
     for start in range(0, len(items_NxL), batch_size):
         items = items_NxL[start : start + batch_size]
         fb = feedback_NxL[start : start + batch_size]
-        scores = inference.catalog_scores(inference.user_query(model, items, fb), table)
+        scores = inference.model_catalog_scores(
+            model, inference.user_query(model, items, fb), items, fb
+        )
         top1 = np.asarray(jnp.argmax(scores, axis=1)).astype(np.int32)
         watched = np.concatenate([top1[:, None], nearest_items(emb, top1, neighbours)], axis=1)
         watched_j = jnp.asarray(watched, jnp.int32)
         ranks["before"].append(np.asarray(inference.item_ranks(scores, watched_j)))
         for name, fb_type in (("negative", negative_type), ("neutral", neutral_type)):
             it2, fb2 = _append(items, fb, top1, fb_type)
-            s2 = inference.catalog_scores(inference.user_query(model, it2, fb2), table)
+            s2 = inference.model_catalog_scores(
+                model, inference.user_query(model, it2, fb2), it2, fb2
+            )
             ranks[name].append(np.asarray(inference.item_ranks(s2, watched_j)))
     width = 1 + neighbours
     r = {n: np.concatenate(v) if v else np.zeros((0, width), np.int64) for n, v in ranks.items()}

@@ -57,6 +57,18 @@ class LossTargets:
     # unpacked batch's.
     query_slot_N: jax.Array | None = None
     num_slots: int = 0
+    # Additive per-pair logit terms (e.g. a model's repeat term): of each positive, each
+    # explicit negative and each history candidate. History candidates: every query of row r
+    # (the N / R consecutive queries of the loss's layout) may add the items
+    # ``history_items_RxH[r]`` as extra softmax candidates, with ``history_offset_NxH`` added
+    # to their dot products (-inf: not a candidate of that query). Such an item is then no
+    # random, in-batch or catalog candidate of any query of its unpacked row
+    # (``row_items_RxL``, the rows of ``context_positives_RxP``), so it is counted once.
+    positive_offset_N: jax.Array | None = None
+    explicit_offset_NxM: jax.Array | None = None
+    history_items_RxH: jax.Array | None = None
+    history_offset_NxH: jax.Array | None = None
+    row_items_RxL: jax.Array | None = None
 
     @classmethod
     def create(
@@ -91,6 +103,8 @@ def score_targets(
     pos_N = targets.positive_N.astype(jnp.int32)
     valid_N = pos_N > 0
     pos_logit_N = jnp.einsum("nd,nd->n", query_NxD, table_VxD[pos_N], preferred_element_type=_F32)
+    if targets.positive_offset_N is not None:
+        pos_logit_N = pos_logit_N + targets.positive_offset_N.astype(_F32)
     exclude_NxP = pos_N[:, None]
     ctx_RxP = None  # items liked in each row's context
     slot_N = targets.query_slot_N
@@ -99,8 +113,11 @@ def score_targets(
     query_row_N = None
     if c.mask_context_positives and targets.context_positives_RxP is not None:
         ctx_RxP = targets.context_positives_RxP.astype(jnp.int32)
-        if slot_N is not None:
-            query_row_N = slot_N // (targets.num_slots // ctx_RxP.shape[0])
+    if targets.history_items_RxH is not None and targets.row_items_RxL is not None:
+        rows_RxL = targets.row_items_RxL.astype(jnp.int32)
+        ctx_RxP = rows_RxL if ctx_RxP is None else jnp.concatenate([ctx_RxP, rows_RxL], axis=1)
+    if ctx_RxP is not None and slot_N is not None:
+        query_row_N = slot_N // (targets.num_slots // ctx_RxP.shape[0])
 
     exp_NxM = targets.explicit_NxM.astype(jnp.int32)
     exp_logit_NxM = exp_valid_NxM = type_w_NxM = exp_w_NxM = None
@@ -111,6 +128,8 @@ def score_targets(
         exp_logit_NxM = jnp.einsum(
             "nd,nmd->nm", query_NxD, table_VxD[exp_NxM], preferred_element_type=_F32
         )
+        if targets.explicit_offset_NxM is not None:
+            exp_logit_NxM = exp_logit_NxM + targets.explicit_offset_NxM.astype(_F32)
         exp_valid_NxM = (exp_NxM > 0) & (exp_NxM != pos_N[:, None]) & valid_N[:, None]
         if type_weights_T is not None:
             type_w_NxM = type_weights_T.astype(_F32)[targets.explicit_type_NxM]
@@ -121,6 +140,13 @@ def score_targets(
             on = exp_w_NxM > 0
             log_w = jnp.log(jnp.where(on, exp_w_NxM, 1.0))
             extras.append(jnp.where(on, exp_logit_NxM + log_w, -jnp.inf))
+    hist_logit_NxH = None
+    if targets.history_items_RxH is not None:
+        hist_logit_NxH = _history_logits(
+            query_NxD, table_VxD, targets, pos_N, exp_NxM if c.explicit_negatives else None,
+            exp_w_NxM,
+        )  # fmt: skip
+        extras.append(hist_logit_NxH)
     return Scored(
         pos_logit_N=pos_logit_N,
         valid_N=valid_N,
@@ -134,7 +160,35 @@ def score_targets(
         query_row_N=query_row_N,
         query_slot_N=slot_N,
         num_slots=targets.num_slots,
+        hist_logit_NxH=hist_logit_NxH,
     )
+
+
+def _history_logits(
+    query_NxD: jax.Array,
+    table_VxD: jax.Array,
+    targets: LossTargets,
+    pos_N: jax.Array,
+    exp_NxM: jax.Array | None,
+    exp_w_NxM: jax.Array | None,
+) -> jax.Array:
+    """``[N, H]`` logits of the history candidates (-inf where none): dot product + offset; an
+    item that is the query's positive or one of its weighted explicit negatives is already
+    scored among the extra logits and is left out here."""
+    hist_RxH = targets.history_items_RxH.astype(jnp.int32)
+    r, h = hist_RxH.shape
+    n, d = query_NxD.shape
+    logit_RxQxH = jnp.einsum(
+        "rqd,rhd->rqh", query_NxD.reshape(r, n // r, d), table_VxD[hist_RxH],
+        preferred_element_type=_F32,
+    )  # fmt: skip
+    hist_NxH = jnp.broadcast_to(hist_RxH[:, None], (r, n // r, h)).reshape(n, h)
+    on_NxH = (hist_NxH > 0) & (hist_NxH != pos_N[:, None]) & (pos_N > 0)[:, None]
+    if exp_NxM is not None and exp_NxM.shape[1]:
+        counted_NxM = jnp.where(exp_w_NxM > 0, exp_NxM, -1)
+        on_NxH &= ~(hist_NxH[:, :, None] == counted_NxM[:, None, :]).any(axis=-1)
+    logit_NxH = logit_RxQxH.reshape(n, h) + targets.history_offset_NxH.astype(_F32)
+    return jnp.where(on_NxH, logit_NxH, -jnp.inf)
 
 
 def compute_loss(

@@ -44,6 +44,7 @@ class Scored:
     # per-query random negatives are drawn (so a packed batch draws what the unpacked one does)
     query_slot_N: jax.Array | None = None
     num_slots: int = 0
+    hist_logit_NxH: jax.Array | None = None  # history candidates (also in extra_NxE)
 
     def mean_valid(self, x_N: jax.Array) -> jax.Array:
         """The mean of a per-query value over the queries with a positive target."""
@@ -224,6 +225,9 @@ def sampled_term(
         loss_N = loss_N + jnp.sum(jnp.where(neg_mask_NxK, jax.nn.softplus(neg_logit_NxK), 0.0), 1)
     if c.explicit_negatives and s.exp_w_NxM is not None:
         loss_N = loss_N + jnp.sum(s.exp_w_NxM * jax.nn.softplus(s.exp_logit_NxM), axis=1)
+    if s.hist_logit_NxH is not None:  # each history candidate: one more negative
+        on = jnp.isfinite(s.hist_logit_NxH)
+        loss_N = loss_N + jnp.sum(jnp.where(on, jax.nn.softplus(s.hist_logit_NxH), 0.0), axis=1)
     return None, loss_N
 
 
