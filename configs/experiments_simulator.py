@@ -18,6 +18,9 @@ def get_config():
     c.model.width = 48
     # A budget that converges: up to 1200 steps, stopped after 3 validations (every 120
     # steps in `negatives`, which takes a tenth of the steps) without a better selection metric.
+    # A step budget on purpose: `negatives` reports the steps each arm needs to a target.
+    c.train.epochs = 0.0
+    c.train.eval_every_epochs = 0.0
     c.train.steps = 1200
     c.train.early_stop_patience = 3
     c.train.select_metric = "pairwise_accuracy"  # the paper's metric, which the arms compare

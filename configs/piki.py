@@ -26,9 +26,10 @@ def get_config():
     c.model.width = 32
     c.loss.num_random_negatives = 32
     c.train.batch_size = 16
-    c.train.steps = 200
+    c.train.epochs = 100.0  # 2 steps per epoch on the 50-user sample
+    c.train.eval_every_epochs = 50.0
+    c.train.early_stop_patience = 0  # two validations: nothing to be patient about
     c.train.log_every = 50
-    c.train.eval_every = 100
     c.train.checkpoint_every = 100
     c.eval.batch_size = 64
     return c

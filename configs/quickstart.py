@@ -91,6 +91,9 @@ def get_config() -> ConfigDict:
     # The head also reads the listener's earlier reactions to the same item in the history
     # (a repeat term; ignored without the head).
     c.model.appeal_repeats = True
+    # The catalog score reads the listener's earlier reactions to the item itself, with weights
+    # per feedback type learned by the catalog loss (a thumbs-down can sink that one song).
+    c.model.catalog_repeats = False
     c.model.dtype = "float32"  # activations; "bfloat16" on GPU/TPU
     c.model.vocab_multiple = 128  # embedding rows padded to a multiple (even split over 'model')
 
@@ -131,12 +134,20 @@ def get_config() -> ConfigDict:
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
     c.optim.appeal_repeat_lr_multiplier = 1.0  # and for its repeat weights
+    # The catalog repeat term's 2 x (T + 2) weights: at the transformer's rate they could move
+    # about 1 in a run (lr x steps), too little for a thumbs-down to sink a song.
+    c.optim.catalog_repeat_lr_multiplier = 20.0
     c.optim.decay_embeddings = False  # weight decay on the embedding tables too
     c.optim.b2 = 0.98
     c.optim.grad_clip = 1.0
 
     c.train = ConfigDict()
     c.train.batch_size = 128
+    # Budgets in passes over the training examples (an epoch: examples // batch_size steps), so
+    # they follow the data; train.steps and train.eval_every count steps when these are 0.
+    c.train.epochs = 13.0
+    c.train.eval_every_epochs = 4.0
+    c.train.max_minutes = 0.0  # wall-clock cap (0: none)
     c.train.steps = 600
     c.train.log_every = 100
     c.train.eval_every = 200

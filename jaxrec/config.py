@@ -24,6 +24,8 @@ def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
 
 
 SELECT_MODES = ("auto", "max", "min")
+# Budgets that follow the data (docs/training.md), each a number >= 0 where 0 is off.
+BUDGET_FIELDS = ("epochs", "eval_every_epochs", "max_minutes")
 
 
 def select_sign(cfg: Any) -> float:
@@ -115,6 +117,15 @@ def validate_config(cfg: Any) -> None:
     if cfg.train.select not in ("best", "last"):
         raise ValueError(f"config.train.select: 'best' or 'last', got {cfg.train.select!r}")
     _positive_int(cfg, "train.early_stop_patience", 0)
+    for name in BUDGET_FIELDS:  # 0 (or absent): off; train.steps / eval_every / no cap rule
+        value = cfg.train.get(name, 0)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not np.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"config.train.{name}: must be a number >= 0 (0: off), got {value!r}")
     names = metric_names(int(cfg.eval.k))
     if cfg.train.select_metric not in names:
         raise ValueError(
@@ -141,10 +152,15 @@ def validate_config(cfg: Any) -> None:
             )
     if "appeal_width" in cfg.model:
         _positive_int(cfg, "model.appeal_width", 0)
-    for name in ("appeal_head", "appeal_personal", "appeal_repeats"):
+    for name in ("appeal_head", "appeal_personal", "appeal_repeats", "catalog_repeats"):
         if not isinstance(cfg.model.get(name, False), bool):
             raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
-    for name in ("bias_lr_multiplier", "appeal_bias_lr_multiplier", "appeal_repeat_lr_multiplier"):
+    for name in (
+        "bias_lr_multiplier",
+        "appeal_bias_lr_multiplier",
+        "appeal_repeat_lr_multiplier",
+        "catalog_repeat_lr_multiplier",
+    ):
         if float(cfg.optim.get(name, 1.0)) < 0:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {cfg.optim[name]}")
     pair_score = cfg.eval.get("pair_score", "auto")

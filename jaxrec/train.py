@@ -8,10 +8,13 @@ and evaluate a run). Data and model assembly live in ``assembly.py``, the step i
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +94,128 @@ def selection_state(
     return best, since, any(r.get("early_stopped") for r in rows)
 
 
+def validation_steps(
+    rows: list[dict[str, Any]], key: str, sign: float = 1.0
+) -> tuple[int | None, int | None]:
+    """(step of the best validation, step of the last validation) as logged; None when there
+    is none (the best: none when no value was finite). Ties keep the earlier step, as selection
+    does."""
+    best, best_step, last = -np.inf, None, None
+    for r in rows:
+        if key in r:
+            last = int(r["step"])
+            if sign * r[key] > best:
+                best, best_step = sign * r[key], last
+    return best_step, last
+
+
+def _num(x: float) -> str:
+    """12.0, 10.5, 0.25, 0.0001: one decimal unless that would hide a small value."""
+    s = f"{x:.1f}"
+    return s if abs(x) >= 1 or float(s) == x else f"{x:.2g}"
+
+
+def _plural(x: float, word: str) -> str:
+    return f"{_num(x)} {word}" + ("" if x == 1 else "s")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A run's length and cadences in steps, from the config and the number of training
+    examples (so a resume, which reads the same data, derives the same steps)."""
+
+    steps_per_epoch: int  # batches per pass over the examples (pipeline.BatchSampler's)
+    total: int  # steps of the run
+    eval_every: int
+    checkpoint_every: int
+    epochs: float  # train.epochs; 0: the budget is train.steps
+    eval_every_epochs: float  # 0: validation every train.eval_every steps
+    max_minutes: float  # 0: no wall-clock cap
+    checkpoint_every_config: int  # train.checkpoint_every, before alignment to validation
+
+    def epoch(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+    def describe(self) -> str:
+        """The line printed at start (docs/training.md)."""
+        spe = self.steps_per_epoch
+        if self.epochs > 0:
+            epochs = _plural(self.epochs, "epoch")
+            out = f"budget: {epochs} x {spe} steps/epoch = {self.total} steps"
+        else:
+            out = (
+                f"budget: {self.total} steps (train.steps) = "
+                f"{_plural(self.epoch(self.total), 'epoch')} of {spe} steps"
+            )
+        if self.eval_every_epochs > 0:
+            out += (
+                f"; validation every {_plural(self.eval_every_epochs, 'epoch')} "
+                f"({self.eval_every} steps)"
+            )
+        else:
+            out += (
+                f"; validation every {self.eval_every} steps "
+                f"({_plural(self.epoch(self.eval_every), 'epoch')})"
+            )
+        if self.checkpoint_every != self.checkpoint_every_config:
+            out += (
+                f"; checkpoints every {self.checkpoint_every} steps (train.checkpoint_every "
+                f"{self.checkpoint_every_config}, aligned to validation)"
+            )
+        if self.max_minutes:
+            return f"{out}; wall-clock cap {_num(self.max_minutes)} min"
+        return f"{out}; no wall-clock cap"
+
+
+def run_budget(cfg: Any, num_examples: int) -> Budget:
+    """The run's :class:`Budget`. An epoch is ``num_examples // train.batch_size`` steps, the
+    batches the pipeline draws from one permutation of the examples (the last partial batch is
+    dropped); ``train.epochs`` > 0 runs ``ceil(epochs * steps_per_epoch)`` steps, and
+    ``train.eval_every_epochs`` > 0 validates every ``max(1, round(x * steps_per_epoch))``
+    steps, with ``train.checkpoint_every`` moved to a whole number of validations unless one
+    already divides the other (so that checkpoints fall on validation steps)."""
+    spe = max(1, num_examples // int(cfg.train.batch_size))  # < 1 batch: the pipeline refuses
+    epochs = float(cfg.train.get("epochs", 0))
+    every_epochs = float(cfg.train.get("eval_every_epochs", 0))
+    # round() first: 1.1 * 10 is 11.000000000000002, which must not become 12 steps.
+    total = math.ceil(round(epochs * spe, 6)) if epochs > 0 else int(cfg.train.steps)
+    total = max(total, 1)
+    if every_epochs > 0:
+        eval_every = max(1, round(every_epochs * spe))
+    else:
+        eval_every = int(cfg.train.eval_every)
+    ckpt_config = int(cfg.train.checkpoint_every)
+    ckpt_every = ckpt_config
+    if every_epochs > 0 and ckpt_every % eval_every and eval_every % ckpt_every:
+        ckpt_every = eval_every * max(1, round(ckpt_every / eval_every))
+    return Budget(
+        steps_per_epoch=spe,
+        total=total,
+        eval_every=eval_every,
+        checkpoint_every=ckpt_every,
+        epochs=epochs,
+        eval_every_epochs=every_epochs,
+        max_minutes=float(cfg.train.get("max_minutes", 0)),
+        checkpoint_every_config=ckpt_config,
+    )
+
+
+def _with_steps(cfg: Any, steps: int) -> Any:
+    """``cfg`` with ``train.steps = steps``: the learning-rate schedule's length, which
+    ``step.Trainer`` reads from there, follows an epoch budget."""
+    if int(cfg.train.steps) == steps:
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.train.steps = steps
+    return out
+
+
 # Config fields a resumed run may change: how long it runs, how it logs, and how the same math
 # is laid out (mesh, micro-batches, loss kernel).
 RESUMABLE_CHANGES = (
     "train.steps",
+    "train.epochs",
+    "train.max_minutes",
     "train.log_every",
     "train.tensorboard",
     "train.skip_nonfinite_steps",
@@ -105,6 +226,9 @@ RESUMABLE_CHANGES = (
     "loss.chunk_size",
     "loss.pallas_",
 )
+# Fields added after runs were saved, with the value an absent one means (config.json of an
+# older run lacks them; resuming it under a config that has them at this value is no change).
+ADDED_DEFAULTS = {"train.epochs": 0, "train.eval_every_epochs": 0, "train.max_minutes": 0}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -128,6 +252,8 @@ def check_resume_config(workdir: Path, cfg: Any) -> None:
     except ValueError:
         return
     new = _flat(json.loads(cfg.to_json_best_effort()))
+    # A field absent from one side (a config from before it existed) counts as its default.
+    old, new = {**ADDED_DEFAULTS, **old}, {**ADDED_DEFAULTS, **new}
     diffs = [
         k
         for k in sorted(set(old) | set(new))
@@ -149,6 +275,7 @@ def _fresh_start(workdir: Path) -> None:
         return
     (workdir / "metrics.jsonl").unlink(missing_ok=True)
     (workdir / "eval_test.json").unlink(missing_ok=True)
+    (workdir / "summary.json").unlink(missing_ok=True)
     shutil.rmtree(workdir / "best", ignore_errors=True)
 
 
@@ -207,13 +334,17 @@ def train(
     """Trains (resuming from the newest checkpoint in ``workdir``), then evaluates on test.
 
     Writes ``metrics.jsonl``, ``config.json``, ``data_report.json``, ``checkpoints/``,
-    ``tensorboard/`` and ``eval_test.json`` under ``workdir``; returns the test metrics.
+    ``tensorboard/``, ``eval_test.json`` and ``summary.json`` (why the run stopped, the
+    selected step and epoch, ``converged``) under ``workdir``; returns the test metrics.
+    The budget is ``train.epochs`` (else ``train.steps``), cut short by
+    ``train.early_stop_patience`` or ``train.max_minutes`` (see :func:`run_budget`).
     ``stop_at`` ends the run early after checkpointing that step, as a preemption would
     (returns None). A step with a non-finite loss or gradient beyond
     ``train.skip_nonfinite_steps`` raises :class:`NonFiniteLoss`; no checkpoint is saved from
     a state after it. ``inject_nonfinite_at`` is for tests only: it makes the loss of that step
     (1-based, as in metrics.jsonl) NaN.
     """
+    t_run = time.perf_counter()  # train.max_minutes counts from here (data and compile too)
     validate_config(cfg)
     workdir = Path(workdir)
     lead = jax.process_index() == 0  # one host writes the logs; orbax coordinates checkpoints
@@ -233,10 +364,15 @@ def train(
         }
         (workdir / "data_report.json").write_text(json.dumps(report, indent=2))
 
+    plan = run_budget(cfg, len(data.train))
+    total = plan.total
+    if lead:
+        print(plan.describe())
+
     t_init = time.perf_counter()
-    ts = Trainer(cfg, data, mesh, inject_nonfinite_at=inject_nonfinite_at)
+    # The learning-rate schedule spans the derived budget, not train.steps.
+    ts = Trainer(_with_steps(cfg, total), data, mesh, inject_nonfinite_at=inject_nonfinite_at)
     init_seconds = time.perf_counter() - t_init  # model set-up, fitted starts included
-    total = int(cfg.train.steps)
     dataset = pipeline.batch_dataset(
         data.train,
         int(cfg.train.batch_size),
@@ -262,20 +398,47 @@ def train(
     patience = int(cfg.train.early_stop_patience)
     start, train_seconds, data_state = 0, 0.0, None
     best, since_best, stopped = -np.inf, 0, False
+    best_step: int | None = None  # step of the best validation, and of the last one
+    last_eval: int | None = None
     skip_limit, skipped_total = int(cfg.train.get("skip_nonfinite_steps", 0)), 0
+    # The wall-clock cap counts every attempt of the run: a resumed run gets what is left
+    # (the time between its last log row and the crash is not counted).
+    cap_seconds, earlier_seconds = 60.0 * plan.max_minutes, 0.0
     if resumed is not None:
         data_state = resumed[1].get("data")
         start = latest
         rows = _truncate_log(workdir / "metrics.jsonl", latest)
         train_seconds = float(rows[-1].get("train_seconds", 0.0)) if rows else 0.0
         skipped_total = int(rows[-1].get("skipped_nonfinite", 0)) if rows else 0
+        earlier_seconds = float(rows[-1].get("run_seconds", 0.0)) if rows else 0.0
         best, since_best, stopped = selection_state(rows, select_key, sign)
+        best_step, last_eval = validation_steps(rows, select_key, sign)
         best_ckpt.drop_after(latest)  # saved after the resumed step: never happened now
         print(f"resumed from {ckpt.directory / str(latest)} at step {latest}")
 
+    def run_seconds() -> float:
+        return earlier_seconds + time.perf_counter() - t_run
+
+    def over_cap(done: int) -> bool:
+        """Whether the wall-clock cap stops the run after step ``done`` (not the last)."""
+        if not cap_seconds or done >= total:
+            return False
+        if jax.process_count() == 1:
+            return run_seconds() >= cap_seconds
+        # Hosts must stop at the same step: process 0's clock decides, at log steps only,
+        # where the hosts wait for each other anyway.
+        if done % log_every:
+            return False
+        from jax.experimental import multihost_utils
+
+        flag = np.asarray(run_seconds() >= cap_seconds)
+        return bool(multihost_utils.broadcast_one_to_all(flag))
+
+    # A run that stopped on the cap stays stopped when run again, unless the cap was raised.
+    capped = bool(cap_seconds) and start < total and earlier_seconds >= cap_seconds
     batches = pipeline.batch_iterator(dataset, data_state)
-    log_every, eval_every = int(cfg.train.log_every), int(cfg.train.eval_every)
-    ckpt_every = int(cfg.train.checkpoint_every)
+    log_every, eval_every = int(cfg.train.log_every), plan.eval_every
+    ckpt_every = plan.checkpoint_every
     global_batch = int(cfg.train.batch_size)
     metrics_file = (workdir / "metrics.jsonl").open("a") if lead else None
     tb = _open_tensorboard(cfg, workdir, start or None) if lead else None
@@ -292,9 +455,11 @@ def train(
         # already be good, and time-to-accuracy must count from here, not from step 1.
         row = {"step": 0, "init_seconds": init_seconds, "train_seconds": 0.0, "wall": time.time()}
         row.update({f"valid/{k}": v for k, v in evaluator(ts.model, data.valid).items()})
+        row["run_seconds"] = run_seconds()
         value = sign * row.get(select_key, np.nan)
+        last_eval = 0
         if value > best:
-            best = value
+            best, best_step = value, 0
             ts.save(best_ckpt, 0)
         if metrics_file:
             metrics_file.write(json.dumps(row) + "\n")
@@ -327,7 +492,7 @@ def train(
         unchecked.clear()
 
     try:
-        for step in range(start, total if not stopped else start):
+        for step in range(start, total if not (stopped or capped) else start):
             t_wait = time.perf_counter()
             host_batch = next(batches)
             waited += time.perf_counter() - t_wait
@@ -337,7 +502,10 @@ def train(
             pending.append((done, metrics))
             unchecked.append((done, metrics))
             window_steps += 1
-            is_eval = done % eval_every == 0 or done == total
+            # Stopped by the clock: this step still gets a validation and a checkpoint, so
+            # selection and the test evaluation see it.
+            capped = over_cap(done)
+            is_eval = done % eval_every == 0 or done == total or capped
             if done % log_every == 0 or is_eval:
                 check_finite()
                 good = [m for s, m in pending if s not in skipped]
@@ -365,14 +533,17 @@ def train(
                     valid = evaluator(ts.model, data.valid)
                     row.update({f"valid/{k}": v for k, v in valid.items()})
                     value = sign * row.get(select_key, np.nan)
+                    last_eval = done
                     if value > best:  # NaN never improves
-                        best, since_best = value, 0
+                        best, since_best, best_step = value, 0, done
                         ts.save(best_ckpt, done)
                     else:
                         since_best += 1
                     if patience and since_best >= patience:
                         stopped = True
                         row["early_stopped"] = True
+                # All attempts' wall-clock time so far: a resume reads it (train.max_minutes).
+                row["run_seconds"] = run_seconds()
                 if metrics_file:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
@@ -386,14 +557,13 @@ def train(
                 )
                 window_start, window_steps, pending, waited = time.perf_counter(), 0, [], 0.0
                 skipped = []
-            if done % ckpt_every == 0 or done == total or done == stop_at or stopped:
+            if done % ckpt_every == 0 or done in (total, stop_at) or stopped or capped:
                 check_finite()  # never save a state from after a step that stops the run
                 ts.save(ckpt, done, {"data": batches.get_state()})
             bar.update(1)
             if done == stop_at:
                 return None
-            if stopped:
-                print(f"early stop at step {done}: no better {select_key} in {patience} evals")
+            if stopped or capped:
                 break
     finally:
         bar.close()
@@ -404,6 +574,8 @@ def train(
         selected = ckpt.latest_step()
         ckpt.close()
 
+    last_step = int(selected)
+    reason = "patience" if stopped else "wall_clock" if capped else "budget"
     if cfg.train.select == "best":
         try:
             found = ts.restore_newest(best_ckpt)
@@ -442,7 +614,76 @@ def train(
             (workdir / "comparison_test.json").write_text(json.dumps(comparisons, indent=2))
         if data.truth is not None:
             print(format_ceilings(test))
+        # Last, where a user reads first: why the run stopped and whether it had converged.
+        summary, lines = stop_summary(
+            plan,
+            reason,
+            last_step,
+            int(selected),
+            best_step,
+            last_eval,
+            cfg.train.select_metric,
+            patience,
+            float(sign * best) if np.isfinite(best) else None,
+        )
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print("\n".join(lines))
     return test
+
+
+def stop_summary(
+    plan: Budget,
+    reason: str,
+    last_step: int,
+    selected: int,
+    best_step: int | None,
+    last_eval: int | None,
+    metric: str,
+    patience: int,
+    best_value: float | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The run's ``summary.json`` and its printed lines: why it stopped (``reason``:
+    'patience', 'budget' or 'wall_clock'), the selected step, and the not-converged warning
+    when the best validation is the last one and neither patience stopped the run."""
+    at = f", at step {last_step} (epoch {_num(plan.epoch(last_step))}) of {plan.total}"
+    if reason == "patience":
+        evals = "validation" if patience == 1 else "validations"
+        stop = f"patience (no better {metric} in {patience} {evals}){at}"
+    elif reason == "wall_clock":
+        stop = f"wall clock ({_num(plan.max_minutes)} min){at}"
+    else:
+        epochs = plan.epochs if plan.epochs > 0 else plan.epoch(plan.total)
+        stop = f"budget ({_plural(epochs, 'epoch')}, {plan.total} steps)"
+    if selected == best_step and best_value is not None:
+        how = f"the best validation {metric} ({best_value:.4f})"
+    else:
+        how = "the last checkpoint"
+    lines = [
+        f"stopped: {stop}",
+        f"selected model: step {selected} (epoch {_num(plan.epoch(selected))}), {how}",
+    ]
+    # None: no finite validation value, so nothing to say about convergence.
+    converged = None if best_step is None else not (reason != "patience" and best_step == last_eval)
+    if converged is False:
+        lines.append(
+            f"warning: the selected model is from the last validation (step {best_step}); "
+            "validation was still improving, the model may not have converged: raise "
+            "train.epochs (or train.steps) or set train.early_stop_patience"
+        )
+    summary = {
+        "stop_reason": reason,
+        "stopped": stop,
+        "last_step": last_step,
+        "last_epoch": round(plan.epoch(last_step), 4),
+        "planned_steps": plan.total,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "selected_step": selected,
+        "selected_epoch": round(plan.epoch(selected), 4),
+        "best_validation_step": best_step,
+        "last_validation_step": last_eval,
+        "converged": converged,
+    }
+    return summary, lines
 
 
 def baseline_metrics(

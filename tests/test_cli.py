@@ -31,6 +31,8 @@ TINY = [
     "--config.train.eval_every=30",
     "--config.train.checkpoint_every=15",
     "--config.eval.batch_size=64",
+    "--config.train.epochs=0",  # a step budget (the quickstart's is in epochs)
+    "--config.train.eval_every_epochs=0",
 ]
 
 

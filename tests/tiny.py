@@ -39,6 +39,9 @@ def tiny_config() -> ConfigDict:
     c.optim.warmup_steps = 5
     c.optim.learning_rate = 1e-2
     c.train.batch_size = 16
+    # Tests count steps (the quickstart counts epochs; tests/test_budgets.py covers those).
+    c.train.epochs = 0.0
+    c.train.eval_every_epochs = 0.0
     c.train.steps = 30
     c.train.log_every = 10
     c.train.eval_every = 30

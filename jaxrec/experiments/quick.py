@@ -50,12 +50,15 @@ def quick_overrides(base: ConfigDict) -> dict[str, Any]:
         out["model.heads"] = heads
     steps = out.get("train.steps", int(base.train.steps))
     for path, value in (
+        # A quick run counts steps: an epoch budget would run the full number of passes.
+        ("train.epochs", 0.0),
+        ("train.eval_every_epochs", 0.0),
         ("train.log_every", min(int(base.train.log_every), steps)),
         ("train.eval_every", min(int(base.train.eval_every), steps)),
         ("train.checkpoint_every", steps),  # one checkpoint, at the end
         ("train.keep_checkpoints", 1),
         ("optim.warmup_steps", min(int(base.optim.warmup_steps), max(steps // 6, 1))),
     ):
-        if value != get_path(base, path):
+        if get_path(base, path, value) != value:
             out[path] = value
     return out

@@ -2,8 +2,9 @@
 
 An accelerator-first trainer earns its keep when its margin over the baselines grows with the
 data. Each arm simulates ``N`` listeners (the catalog and everything else fixed) and trains with
-a budget that follows the data: ``train.steps`` (and the validation and checkpoint cadence)
-scaled by ``N`` over the first arm's ``N``, i.e. the same number of passes over the data. The
+a budget that follows the data: the config's ``train.epochs`` (the quickstart's), or, for a
+step budget, ``train.steps`` (and the validation and checkpoint cadence) scaled by ``N`` over
+the first arm's ``N``, i.e. the same number of passes over the data. The
 report puts the model, the best baseline and the simulator's ceilings side by side per size.
 
 Sizes: ``config.experiment.scaling_listeners`` when the config has it (configs/scaling.py),
@@ -46,14 +47,17 @@ def arms(ctx: ExperimentContext) -> list[Arm]:
     ns = sizes(ctx)
     t = ctx.base.train
     out = []
+    epochs = float(t.get("epochs", 0))
     for n in ns:
         f = n / ns[0]
-        scaled = {
-            k: max(1, round(int(t[k]) * f))
-            for k in ("steps", "eval_every", "checkpoint_every", "log_every")
-        }
+        # An epoch budget follows the data already; a step budget is scaled to match.
+        keys = ("checkpoint_every", "log_every") if epochs > 0 else (
+            "steps", "eval_every", "checkpoint_every", "log_every"
+        )  # fmt: skip
+        scaled = {k: max(1, round(int(t[k]) * f)) for k in keys}
         over = {"data.simulator.num_users": n, **{f"train.{k}": v for k, v in scaled.items()}}
-        out.append(Arm(f"listeners_{n}", f"{n:,} listeners", over, f"{scaled['steps']} steps"))
+        budget = f"{epochs:g} epochs" if epochs > 0 else f"{scaled['steps']} steps"
+        out.append(Arm(f"listeners_{n}", f"{n:,} listeners", over, budget))
     return out
 
 
@@ -76,7 +80,8 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
         rs = runs[a.name]
         summary["arms"][a.name] = {
             "listeners": a.overrides["data.simulator.num_users"],
-            "steps": a.overrides["train.steps"],
+            "budget": a.note,
+            "steps": [max((int(row["step"]) for row in r.curve), default=0) for r in rs],
             "events": [r.data_report.get("events") for r in rs],
             "model_pairs": metric_values(rs, PAIR),
             "model_hr": metric_values(rs, hr),
@@ -100,7 +105,7 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
             [
                 a.label,
                 fmt_ms([e for e in s["events"] if e is not None], 0),
-                str(s["steps"]),
+                f"{s['budget']} ({fmt_ms(s['steps'], 0)} steps)",
                 fmt_ms(s["model_pairs"]),
                 f"{fmt_ms(s['baseline_pairs'])} ({s['baseline_pairs_name'][0]})",
                 s["pairs_interval"],
@@ -115,7 +120,7 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
         [
             "arm",
             "events",
-            "steps",
+            "budget",
             "model pairs",
             "best baseline pairs",
             "model − baseline: paired 95% CI",
