@@ -9,6 +9,9 @@
     jaxrec experiment NAME [--config FILE] [--seeds 3] --out DIR [--quick]
         NAME: negatives | skip_inputs | num_random_negatives | feedback_mix | embeddings
     jaxrec baselines [--config FILE] --out DIR [--config.a.b=value ...]
+    jaxrec sweep    [--config FILE] --workdir DIR --space 'KEY=loguniform(a,b)' [--space ...]
+                    [--trials 20] [--storage URL] [--study NAME] [--metric M]
+                    [--pruner median|none] [--config.a.b=value ...]   (docs/sweep.md)
     jaxrec export   --workdir DIR --out EXPORT_DIR [--k 10]
     jaxrec recommend --export EXPORT_DIR --history item:feedback,item:feedback,...
 
@@ -309,6 +312,13 @@ def cmd_experiment(argv: Sequence[str]) -> None:
     run(argv)
 
 
+def cmd_sweep(argv: Sequence[str]) -> None:
+    """``jaxrec sweep ...``: an Optuna search of ``jaxrec train`` runs (:mod:`jaxrec.sweep`)."""
+    from jaxrec.sweep import cmd_sweep as run
+
+    run(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "baselines": cmd_baselines,
     "experiment": cmd_experiment,
@@ -318,6 +328,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {
     "train": cmd_train,
     "eval": cmd_eval,
     "simulate": cmd_simulate,
+    "sweep": cmd_sweep,
 }
 
 
