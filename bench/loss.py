@@ -9,11 +9,22 @@ both with 4096 queries (``--full-queries``) so that the dense (b) fits beside ot
 Peak memory is XLA's compiled memory analysis of the jitted forward+backward:
 temp + arguments + outputs - aliased bytes, i.e. everything live on the device during the call.
 The last line compares fused and dense for (b): ``fused/dense time X.XX memory Y.YY``.
+
+``--kernels`` picks the kernels (``dense``, ``chunked`` = "fused", ``pallas``; Pallas runs in
+interpret mode on CPU, which is slow: leave it out there), ``--dtype bfloat16`` casts the queries
+and the table (the dense reference computes in float32 whatever the inputs). Per row: XLA's FLOP
+count of the compiled forward+backward (bench/flops.py; it counts a ``fori_loop``'s body once,
+so it under-reports the chunked kernel, and a Pallas call as nothing), the model FLOPs
+6 N C D (N queries, C = streamed candidates + positive + M explicit negatives, width D), the
+model FLOP/s and its share of the peak: ``--peak-tflops``, else the vendor peak of the device
+(bench/flops.py's table), else (CPU) this machine's measured matmul rate. ``--json PATH``
+writes every number. A kernel that fails is reported and skipped; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -21,13 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.flops import cost_flops, fmt_flops, loss_flops, rates, reference_peak
 from jaxrec.losses import LossConfig, LossTargets, compute_loss
 
 
-def _case_inputs(n: int, v: int, d: int, m: int, p: int, seed: int = 0):
+def _case_inputs(n: int, v: int, d: int, m: int, p: int, seed: int = 0, dtype="float32"):
     r = np.random.default_rng(seed)
-    q = jnp.asarray(r.normal(size=(n, d)).astype(np.float32) / np.sqrt(d))
-    table = jnp.asarray(r.normal(size=(v, d)).astype(np.float32))
+    q = jnp.asarray(r.normal(size=(n, d)).astype(np.float32) / np.sqrt(d), dtype)
+    table = jnp.asarray(r.normal(size=(v, d)).astype(np.float32), dtype)
     pos = r.integers(1, v, size=n).astype(np.int32)
     pos[r.random(n) < 0.05] = 0  # some padding positions, as in real batches
     targets = LossTargets.create(
@@ -52,13 +64,20 @@ def _compile(cfg: LossConfig, q, table, targets):
         - mem.alias_size_in_bytes
     )
     jax.block_until_ready(compiled(q, table))  # warm-up
-    return compiled, {"peak": peak, "temp": mem.temp_size_in_bytes, "times": []}
+    info = {"peak": peak, "temp": mem.temp_size_in_bytes, "times": []}
+    return compiled, dict(info, xla_flops=cost_flops(compiled))
 
 
 def _measure(cfgs: dict[str, LossConfig], q, table, targets, repeats: int) -> dict[str, dict]:
     """Compiles each kernel's forward+backward, then times them interleaved, so that load from
-    other processes on a shared machine hits all of them alike; reports the fastest run."""
-    runs = {k: _compile(cfg, q, table, targets) for k, cfg in cfgs.items()}
+    other processes on a shared machine hits all of them alike; reports the fastest run. A
+    kernel that fails to compile or run is returned as ``{"error": message}``."""
+    runs, failed = {}, {}
+    for k, cfg in cfgs.items():
+        try:
+            runs[k] = _compile(cfg, q, table, targets)
+        except Exception as e:  # e.g. a Pallas lowering this backend lacks; the others go on
+            failed[k] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     for _ in range(repeats):
         for compiled, r in runs.values():
             t0 = time.perf_counter()
@@ -67,15 +86,20 @@ def _measure(cfgs: dict[str, LossConfig], q, table, targets, repeats: int) -> di
     out = {}
     for k, (_, r) in runs.items():
         out[k] = dict(r, time=min(r["times"]), median=statistics.median(r["times"]))
-    return out
+    return {**out, **failed}
 
 
 def _row(case: str, kernel: str, r: dict[str, float]) -> str:
     mb = 1 << 20
+    if "error" in r:
+        return f"{case:<38} {kernel:<6} FAILED {r['error']}"
+    util = "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
     return (
         f"{case:<38} {kernel:<6} {r['time']:7.3f} s (median {r['median']:7.3f})"
         f"  peak {r['peak'] / mb:8.1f} MB"
         f"  (XLA temp {r['temp'] / mb:9.1f} MB)"
+        f"  model {fmt_flops(r.get('model_flops')):>11} (XLA {fmt_flops(r.get('xla_flops'))})"
+        f"  {fmt_flops(r.get('model_flops_per_s'), 'FLOP/s'):>13}  util {util}"
     )
 
 
@@ -92,7 +116,25 @@ def main(argv: list[str] | None = None) -> None:
         help="N for the full-softmax cases (b), (c); dense (b) needs ~N x 100k x 9 bytes",
     )
     ap.add_argument("--skip-1m", action="store_true", help="skip case (c)")
+    ap.add_argument(
+        "--kernels",
+        default="dense,chunked",
+        help="comma-separated subset of dense,chunked,pallas (dense never runs case (c))",
+    )
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak TFLOP/s for the utilisation (default: bench/flops.py's vendor table for this "
+        "device, else the measured matmul rate)",
+    )
+    ap.add_argument("--json", default=None, help="write every number to this JSON file")
     args = ap.parse_args(argv)
+    wanted = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    bad = [k for k in wanted if k not in ("dense", "chunked", "pallas")]
+    if bad or not wanted:
+        raise SystemExit(f"--kernels: unknown {bad}; known: dense, chunked, pallas")
     s = 8 if args.small else 1
     n, n_full = args.queries // s, args.full_queries // s
     d, m, p = 128, 16, 4
@@ -107,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
         f"chunk_size={args.chunk_size}; time = fastest of {args.repeats} fwd+bwd runs "
         "(interleaved); peak = XLA temp + arguments + outputs - aliases"
     )
+    ref = reference_peak(args.dtype, args.peak_tflops)
+    print(
+        f"dtype {args.dtype}; util = model FLOP/s / {fmt_flops(ref['peak_flops_per_s'], 'FLOP/s')}"
+        f" ({ref['peak_source']})"
+    )
 
     cases = [
         (f"(a) N={n} in-batch {n} + {m} explicit", in_batch, n, 100_000 // s, True),
@@ -118,24 +165,49 @@ def main(argv: list[str] | None = None) -> None:
         )
     results = {}
     for name, fields, nq, v, run_dense in cases:
-        q, table, targets = _case_inputs(nq, v, d, m, p)
-        kernels = ("dense", "chunked") if run_dense else ("chunked",)
+        q, table, targets = _case_inputs(nq, v, d, m, p, dtype=args.dtype)
+        kernels = [k for k in wanted if run_dense or k != "dense"]
         cfgs = {k: LossConfig.from_config(dict(kernel=k, **fields)) for k in kernels}
         reps = args.repeats if v < 500_000 else 1
+        streamed = nq if "in_batch_weight" in fields else v
+        model = loss_flops(nq, streamed + 1 + m, d)
         for kernel, r in _measure(cfgs, q, table, targets, reps).items():
+            if "error" not in r:
+                r.update(rates(r["xla_flops"], model, r["time"], ref))
+            r.update(queries=nq, candidates=streamed + 1 + m, width=d)
             results[name, kernel] = r
             print(_row(name, "fused" if kernel == "chunked" else kernel, r), flush=True)
         del q, table, targets
+    failed = sorted(f"{n} {k}" for (n, k), r in results.items() if "error" in r)
+    if args.json:
+        report = {
+            "args": vars(args),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "device_kind": jax.devices()[0].device_kind,
+            "reference": ref,
+            "results": [
+                {"case": n, "kernel": k, **{f: x for f, x in r.items() if f != "times"}}
+                for (n, k), r in results.items()
+            ],
+            "failed": failed,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    ok = lambda name, k: "error" not in results.get((name, k), {"error": "not run"})
     for name, _, _, _, run_dense in cases:
-        if run_dense:
+        if run_dense and ok(name, "chunked") and ok(name, "dense"):
             f, dn = results[name, "chunked"], results[name, "dense"]
             print(
                 f"{name}: fused/dense time {f['time'] / dn['time']:.2f} "
                 f"memory {f['peak'] / dn['peak']:.2f}"
             )
     b = cases[1][0]
-    f, dn = results[b, "chunked"], results[b, "dense"]
-    print(f"fused/dense time {f['time'] / dn['time']:.2f} memory {f['peak'] / dn['peak']:.2f}")
+    if ok(b, "chunked") and ok(b, "dense"):
+        f, dn = results[b, "chunked"], results[b, "dense"]
+        print(f"fused/dense time {f['time'] / dn['time']:.2f} memory {f['peak'] / dn['peak']:.2f}")
+    if failed:
+        raise SystemExit(f"failed: {failed}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,14 @@ batches from the same grain pipeline, runs ``--warmup`` steps (compilation inclu
 * targets/s: positions with a positive target (``batch["positives"] > 0``) per second;
 * positions/s: real (non-padding) input positions (``batch["items"] > 0``) per second;
 * padded positions/s: batch x max_len per second (what the transformer computes);
-* peak RSS of the subprocess (and the accelerator's peak memory where JAX reports one).
+* peak RSS of the subprocess (and the accelerator's peak memory where JAX reports one);
+* FLOPs per step: XLA's count of the compiled step (its cost analysis; bench/flops.py) and the
+  model's matmul FLOPs (encoder forward + backward over the padded or packed rows, and the loss's
+  candidates); FLOP/s of each over the timed steps; and the utilisation, model FLOP/s over a
+  peak: ``--peak-tflops``, else bench/flops.py's vendor table for the device and ``--dtype``,
+  else (CPU) the subprocess's own measured matmul rate, printed beside it.
+
+``--dtype bfloat16`` sets ``model.dtype`` (the activations; parameters and the loss stay float32).
 
 Configs (all from ``configs/movielens.py``, every rating an input and a positive target, no
 explicit negatives, separate input and output item embeddings):
@@ -103,8 +110,11 @@ RECBOLE_PINS = (f"recbole=={RECBOLE_VERSION}", "numpy<2", "setuptools<81", "pand
 # ----------------------------------------------------------------------------- configs
 
 
-def build_config(name: str, small: bool = False, base: str | Path | None = None):
-    """The ConfigDict of benchmark config ``name`` (``configs/movielens.py`` + overrides)."""
+def build_config(
+    name: str, small: bool = False, base: str | Path | None = None, dtype: str | None = None
+):
+    """The ConfigDict of benchmark config ``name`` (``configs/movielens.py`` + overrides), with
+    ``model.dtype`` set to ``dtype`` when given."""
     from jaxrec.cli_args import CONFIGS_DIR, load_config_module
 
     if name not in OVERRIDES:
@@ -117,6 +127,8 @@ def build_config(name: str, small: bool = False, base: str | Path | None = None)
         over["model.heads"] = min(heads, 2)
         k = int(over.get("loss.num_random_negatives", cfg.loss.num_random_negatives))
         over["loss.num_random_negatives"] = min(k, SMALL_MAX_NEGATIVES)
+    if dtype:
+        over["model.dtype"] = dtype
     for path, value in over.items():
         section, key = path.split(".")
         cfg[section][key] = value
@@ -141,8 +153,45 @@ def _device_peak_bytes() -> int | None:
     return int(stats.get("peak_bytes_in_use", 0)) or None
 
 
-def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
-    """Times ``steps`` training steps of ``cfg`` after ``warmup`` ones, in this process."""
+def _step_flops(ts, mesh, cfg, examples, counts, num_items, seconds, peak_tflops):
+    """FLOP fields of the timed steps: per distinct batch shape, XLA's count of the compiled
+    step (a compile-cache hit: the step has run at that shape) and the model count, weighted
+    by how many timed steps had that shape. Never fails the benchmark: errors give None."""
+    import jax.numpy as jnp
+
+    from bench.flops import cost_flops, rates, reference_peak, train_step_model_flops
+    from jaxrec import sharding
+
+    steps = sum(counts.values())
+    xla = model = 0.0
+    try:
+        for key, host in examples.items():
+            batch = sharding.put_batch(host, mesh)
+            compiled = ts.step_fn.lower(ts.state, batch, jnp.asarray(0, jnp.int32)).compile()
+            one = cost_flops(compiled)
+            xla = None if one is None or xla is None else xla + counts[key] * one
+            explicit = host["explicit"].shape[-1]
+            model += counts[key] * train_step_model_flops(cfg, *key, explicit, num_items)
+    except Exception as e:  # accounting only
+        print(f"FLOP accounting failed: {type(e).__name__}: {e}", file=sys.stderr)
+        xla = model = None
+    try:
+        ref = reference_peak(str(cfg.model.dtype), peak_tflops)
+    except Exception as e:
+        print(f"peak rate failed: {type(e).__name__}: {e}", file=sys.stderr)
+        ref = {"peak_flops_per_s": None, "peak_source": None}
+    out = rates(xla, model, seconds, ref)
+    out["xla_flops_per_step"] = None if xla is None else xla / steps
+    out["model_flops_per_step"] = None if model is None else model / steps
+    del out["xla_flops"], out["model_flops"]
+    return out
+
+
+def measure(
+    cfg, steps: int, warmup: int, peak_tflops: float | None = None, flops: bool = True
+) -> dict[str, Any]:
+    """Times ``steps`` training steps of ``cfg`` after ``warmup`` ones, in this process; then
+    (``flops``) counts their FLOPs (untimed)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -181,7 +230,10 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     )
     batches = pipeline.batch_iterator(dataset)
 
-    def run(first: int, n: int) -> dict[str, Any]:
+    examples: dict[tuple[int, int], dict] = {}  # a host batch of each timed (rows, length)
+    counts: dict[tuple[int, int], int] = {}
+
+    def run(first: int, n: int, record: bool = False) -> dict[str, Any]:
         targets = real = padded = 0
         waited = 0.0
         metrics = None
@@ -192,6 +244,10 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
             targets += int(np.count_nonzero(host["positives"] > 0))
             real += int(np.count_nonzero(host["items"] > 0))
             padded += int(host["pack_src"].size if packed else host["items"].size)
+            if record:
+                key = tuple(host["pack_src"].shape if packed else host["items"].shape)
+                examples.setdefault(key, host)
+                counts[key] = counts.get(key, 0) + 1
             batch = sharding.put_batch(host, mesh)
             ts.state, metrics = ts.step_fn(ts.state, batch, jnp.asarray(step, jnp.int32))
         jax.block_until_ready((ts.state, metrics))
@@ -206,9 +262,13 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     run(0, warmup)
     t1 = time.perf_counter()
-    timed = run(warmup, steps)
+    timed = run(warmup, steps, record=True)
     t2 = time.perf_counter()
     seconds = t2 - t1
+    num_items = int(data.events.num_items)
+    fl = {}
+    if flops:
+        fl = _step_flops(ts, mesh, cfg, examples, counts, num_items, seconds, peak_tflops)
     return {
         "steps": steps,
         "warmup": warmup,
@@ -236,7 +296,10 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, Any]:
         "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
         "jax": jax.__version__,
+        "dtype": str(cfg.model.dtype),
+        **fl,
     }
 
 
@@ -248,10 +311,10 @@ def _loss_name(loss) -> str:
 
 
 def _child_main(args: argparse.Namespace) -> None:
-    cfg = build_config(args.child, args.small, args.config)
+    cfg = build_config(args.child, args.small, args.config, args.dtype)
     cfg.data.length_buckets = args.buckets
     cfg.data.packing = args.packing
-    result = measure(cfg, args.steps, args.warmup)
+    result = measure(cfg, args.steps, args.warmup, args.peak_tflops)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
@@ -297,6 +360,10 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
     if args.config:
         cmd += ["--config", str(args.config)]
     cmd += ["--buckets", args.buckets, "--packing", args.packing]
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    if args.peak_tflops:
+        cmd += ["--peak-tflops", str(args.peak_tflops)]
     return _child_result(*run_and_measure(cmd, REPO), f"{name}: the benchmark subprocess failed")
 
 
@@ -414,11 +481,32 @@ def _fmt_mib(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def _fmt_scaled(x: float | None, scale: float) -> str:
+    return "-" if x is None else f"{x / scale:.3g}"
+
+
+def flops_line(name: str, r: dict[str, Any]) -> str:
+    """One line of FLOP numbers: per step (XLA, model), achieved FLOP/s, and the reference."""
+    from bench.flops import fmt_flops
+
+    mfu = r.get("mfu")
+    util = "-" if mfu is None else f"{100 * mfu:.1f}%"
+    return (
+        f"{name}: FLOPs/step XLA {fmt_flops(r.get('xla_flops_per_step'))} "
+        f"model {fmt_flops(r.get('model_flops_per_step'))}  achieved "
+        f"{fmt_flops(r.get('xla_flops_per_s'), 'FLOP/s')} (XLA) "
+        f"{fmt_flops(r.get('model_flops_per_s'), 'FLOP/s')} (model)  reference "
+        f"{fmt_flops(r.get('peak_flops_per_s'), 'FLOP/s')} ({r.get('peak_source')})  "
+        f"model/reference {util}"
+    )
+
+
 def print_table(results: dict[str, dict[str, Any]], peer: dict[str, Any] | None) -> None:
     head = (
         f"{'config':<16s} {'loss':<18s} {'B x L':>10s} {'steps/s':>8s} {'targets/s':>11s} "
         f"{'positions/s':>12s} {'padded pos/s':>13s} {'peak RSS MiB':>12s} "
-        f"{'dev peak MiB':>12s} {'warmup s':>8s}"
+        f"{'dev peak MiB':>12s} {'warmup s':>8s} {'GFLOP/step':>10s} {'TFLOP/s':>8s} "
+        f"{'util %':>6s}"
     )
     print(head)
     print("-" * len(head))
@@ -432,8 +520,15 @@ def print_table(results: dict[str, dict[str, Any]], peer: dict[str, Any] | None)
             f"{str(r['batch_size']) + 'x' + str(r['max_len']):>10s} "
             f"{r['steps_per_s']:8.2f} {r['targets_per_s']:11.1f} {r['positions_per_s']:12.1f} "
             f"{r['padded_positions_per_s']:13.1f} {_fmt_mib(r['peak_rss_mib']):>12s} "
-            f"{_fmt_mib(dev / 2**20 if dev else None):>12s} {r['warmup_s']:8.1f}"
+            f"{_fmt_mib(dev / 2**20 if dev else None):>12s} {r['warmup_s']:8.1f} "
+            f"{_fmt_scaled(r.get('model_flops_per_step'), 1e9):>10s} "
+            f"{_fmt_scaled(r.get('model_flops_per_s'), 1e12):>8s} "
+            f"{_fmt_scaled(r.get('mfu'), 0.01):>6s}"
         )
+    print(
+        "GFLOP/step, TFLOP/s: model FLOPs (bench/flops.py); util %: model FLOP/s over the "
+        "reference rate (vendor peak, --peak-tflops, or on CPU the measured matmul)"
+    )
 
 
 def ratios(results: dict[str, dict[str, Any]], peer: dict[str, Any] | None) -> dict[str, Any]:
@@ -486,6 +581,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="data.packing for jaxrec: 'off', 'on' or 'auto' (packed rows when they cut a quarter)",
     )
     ap.add_argument("--json", default=None, help="write every number to this JSON file")
+    ap.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16"),
+        help="model.dtype, the activations' dtype (default: the config's, float32)",
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak TFLOP/s for the utilisation (default: bench/flops.py's vendor table for the "
+        "device and dtype; on CPU the measured matmul rate)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -511,6 +619,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{r['padded_positions_per_s']:.1f}  peak RSS {r['peak_rss_mib']:.0f} MiB",
                 flush=True,
             )
+            print(flops_line(name, r), flush=True)
     peer = None
     if args.peers:
         print("== recbole-sasrec (RecBole 1.2.1 SASRec, the recbole config's shapes)", flush=True)
