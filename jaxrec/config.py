@@ -53,6 +53,13 @@ def _check_cloze(cfg: Any) -> None:
             f"config.loss.appeal_weight: > 0 trains the appeal head, {cloze}; set "
             "config.loss.appeal_weight=0 or config.model.causal=True"
         )
+    if cfg.model.get("catalog_repeats", False):
+        # Its training targets read the tokens at slots <= each query (step.py); a cloze query
+        # sees both sides, which serving would then score differently.
+        raise ValueError(
+            f"config.model.catalog_repeats: {cloze}; set config.model.catalog_repeats=False or "
+            "config.model.causal=True"
+        )
     window = int(cfg.data.get("contrast_window", 0))
     if window > 0 and float(cfg.loss.get("contrast_weight", 0.0)) > 0:
         raise ValueError(

@@ -52,6 +52,16 @@ def test_cloze_training_rejects_the_window_contrast():
     validate_config(cfg)
 
 
+def test_cloze_training_rejects_the_catalog_repeat_term():
+    cfg = _cloze_with_appeal_head()
+    cfg.model.appeal_head, cfg.loss.appeal_weight, cfg.data.contrast_window = False, 0.0, 0
+    cfg.model.catalog_repeats = True
+    message = _rejected(cfg, r"^config\.model\.catalog_repeats: ")
+    assert "config.model.causal=False" in message
+    cfg.model.causal = True
+    validate_config(cfg)
+
+
 def test_causal_training_keeps_the_appeal_head_and_window_contrast():
     cfg = _cloze_with_appeal_head()
     cfg.model.causal = True
