@@ -40,6 +40,9 @@ def get_config() -> ConfigDict:
     # Batches cut to a few lengths (one compile each) instead of always max_len: "" off,
     # "25,50" lengths, or "auto" (quarters of max_len when they cut a quarter of the positions).
     c.data.length_buckets = ""
+    # Several short examples packed into one row (attention kept within each): "auto" packs when
+    # it saves rows, "on", "off" (docs/training.md).
+    c.data.packing = "auto"
     c.data.max_explicit = 8  # M: explicit negatives kept per position
     c.data.negative_keep_fraction = 1.0  # < 1 drops that share of training negatives (seeded)
     c.data.max_context_positives = 512  # P: a context's liked items masked from its negatives
