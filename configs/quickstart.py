@@ -9,9 +9,10 @@ Measured (seed 0, 2026-12-06, 2 min 34 s on 2 cores shared with two other jobs):
 accuracy (appeal head) 0.7927, HR@10 0.4397, NDCG@10 0.2846; on the same split
 item_appeal_repeats 0.7917 (pairs, level) and ease_repeats 0.4248 / 0.2821 (HR@10 beaten,
 NDCG@10 level); 3 seeds in docs/results/README.md. The run selects its last validation in 2 of
-3 seeds and says so: the cosine schedule ends there, and a longer budget with patience (20
-epochs, patience 2; seed 0, with model.catalog_repeats) stopped at epoch 16 on a validation dip
-and tested lower (HR@10 0.4216). Every field can be overridden on the command line, e.g.
+3 seeds and says so: the cosine schedule ends there, and a longer budget with patience
+(``--config.train.epochs=20 --config.train.early_stop_patience=2
+--config.model.catalog_repeats=True``, seed 0) stopped at epoch 16 on a validation dip and
+tested lower (HR@10 0.4216). Every field can be overridden on the command line, e.g.
 ``--config.train.epochs=20``.
 """
 
