@@ -30,7 +30,7 @@ import optax
 from jaxrec.assembly import prepare_data
 from jaxrec.cli_args import CONFIGS_DIR, load_config
 from jaxrec.data import simulator
-from jaxrec.eval.baselines import TrainingCounts, fit_item_appeal, repeat_features
+from jaxrec.data.counts import TrainingCounts, fit_item_appeal, repeat_features
 
 
 def _padded(data, base_E: np.ndarray):

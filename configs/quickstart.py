@@ -18,7 +18,7 @@ tested lower (HR@10 0.4216). Every field can be overridden on the command line, 
 
 from ml_collections import ConfigDict
 
-from jaxrec.eval.baselines import BASELINES
+from jaxrec.eval.names import BASELINES
 
 
 def get_config() -> ConfigDict:
@@ -37,6 +37,10 @@ def get_config() -> ConfigDict:
         0.8,
         0.9,
     )  # temporal split: valid from this time quantile, test from that
+    # What one row holds: "context" (one station's events) or "listener" (a listener's
+    # events across all their stations in time order, each token marked with its station;
+    # targets and scores stay within the station). Data without listener ids: "context".
+    c.data.sequence = "context"
     c.data.max_len = 50  # L: input tokens per example
     # Batches cut to a few lengths (one compile each) instead of always max_len: "" off,
     # "25,50" lengths, or "auto" (quarters of max_len when they cut a quarter of the positions).
@@ -119,6 +123,10 @@ def get_config() -> ConfigDict:
     c.loss.contrast_type = "softmax"  # softmax | pairwise
     c.loss.appeal_weight = 1.0  # BCE of the appeal head on the next W events (liked / not)
     c.loss.ntr_on = "auto"  # which softmax's p: auto | full_softmax | in_batch | sampled
+    # Counterfactual not-to-recommend (model.catalog_repeats): each positive, had the listener
+    # just given it counterfactual_type, must fall; it trains that type's repeat weights only.
+    c.loss.counterfactual_weight = 0.0
+    c.loss.counterfactual_type = "thumbs_down"
     c.loss.type = "softmax"  # the random-negatives term: softmax | bce | gbce
     c.loss.num_random_negatives = 128  # K
     c.loss.sampler = "uniform"  # or "popularity" (training-target frequencies)

@@ -11,6 +11,11 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.data import load_events, pipeline, simulator
+from jaxrec.data.counts import (
+    TrainingCounts,
+    fit_item_appeal,
+    positive_rate_V,
+)
 from jaxrec.data.events import Events
 from jaxrec.data.sequences import (
     TEST,
@@ -22,11 +27,6 @@ from jaxrec.data.sequences import (
     build_examples,
     split_events,
     subsample_negatives,
-)
-from jaxrec.eval.baselines import (
-    TrainingCounts,
-    fit_item_appeal,
-    positive_rate_V,
 )
 from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
 
@@ -43,6 +43,11 @@ class Data:
     # The simulator's latent truth, for ceilings in evaluation (None for real data).
     truth: simulator.GroundTruth | None = None
 
+    @property
+    def sequence(self) -> str:
+        """What one training row holds: "context" or "listener" (config data.sequence)."""
+        return "context" if self.train.context_ExL is None else "listener"
+
     def report(self) -> dict[str, Any]:
         return {
             "source_report": self.source_report,
@@ -50,6 +55,9 @@ class Data:
             "users": self.events.num_users,
             "contexts": self.events.num_contexts,
             "items": self.events.num_items,
+            "sequence": self.sequence,
+            "valid_coverage": float(self.valid.covered_N.mean()) if len(self.valid) else 0.0,
+            "test_coverage": float(self.test.covered_N.mean()) if len(self.test) else 0.0,
             "feedback": self.events.feedback_counts(),
             **self.train.report,
             "valid_sequences": len(self.valid),
@@ -73,9 +81,11 @@ def prepare_data(cfg: Any) -> Data:
         int(d.max_explicit),
         int(d.get("max_context_positives", 512)),
         int(d.get("contrast_window", 0)) if _uses_window(cfg.loss) else 0,
+        d.sequence,
     )
-    valid = build_eval_set(events, roles, labels, VALID, int(d.max_len), int(d.window))
-    test = build_eval_set(events, roles, labels, TEST, int(d.max_len), int(d.window))
+    args = (int(d.max_len), int(d.window), d.sequence)
+    valid = build_eval_set(events, roles, labels, VALID, *args)
+    test = build_eval_set(events, roles, labels, TEST, *args)
     truth = None
     if d.source == "simulator":
         truth = simulator.ground_truth(d.simulator, int(cfg.seed))
@@ -140,6 +150,7 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
         len(data.events.feedback_types),
         int(cfg.data.max_len),
         rngs=nnx.Rngs(params=seed),
+        context_bias=cfg.data.sequence == "listener",
     )
     init = cfg.model.get("item_bias_init", "zeros")
     if init not in ITEM_BIAS_INITS:

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from jaxrec.serving import artifact_files, file_digest
+from jaxrec.hashing import artifact_files, file_digest
 
 MANIFEST = "jaxrec_checksums.json"
 

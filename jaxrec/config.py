@@ -8,9 +8,10 @@ import numpy as np
 
 from jaxrec.data import feedback_types, simulator
 from jaxrec.data.pipeline import DEFAULT_PACKING, PACKING_MODES, resolve_buckets
-from jaxrec.eval.baselines import BASELINES
+from jaxrec.data.sequences import SEQUENCES
 from jaxrec.eval.evaluator import PAIR_SCORES
 from jaxrec.eval.metrics import metric_mode, metric_names
+from jaxrec.eval.names import BASELINES
 from jaxrec.losses import validate_loss_config
 from jaxrec.model import ITEM_BIAS_INITS
 
@@ -53,6 +54,13 @@ def _check_cloze(cfg: Any) -> None:
             f"config.loss.appeal_weight: > 0 trains the appeal head, {cloze}; set "
             "config.loss.appeal_weight=0 or config.model.causal=True"
         )
+    if cfg.data.sequence == "listener":
+        # A listener row's tokens are read by the next target of their own station; a cloze
+        # slot has no such station.
+        raise ValueError(
+            f"config.data.sequence: 'listener' is {cloze}; set config.data.sequence='context' "
+            "or config.model.causal=True"
+        )
     if cfg.model.get("catalog_repeats", False):
         # Its training targets read the tokens at slots <= each query (step.py); a cloze query
         # sees both sides, which serving would then score differently.
@@ -92,6 +100,10 @@ def validate_config(cfg: Any) -> None:
     for path, minimum in (("data.contrast_window", 0), ("data.max_context_positives", 1)):
         if path.split(".")[1] in cfg.data:
             _positive_int(cfg, path, minimum)
+    if cfg.data.sequence not in SEQUENCES:
+        raise ValueError(
+            f"config.data.sequence: one of {list(SEQUENCES)}, got {cfg.data.sequence!r}"
+        )
     if cfg.data.source == "simulator":
         simulator.validate(cfg.data.simulator)
     types = feedback_types(cfg.data)
@@ -156,6 +168,18 @@ def validate_config(cfg: Any) -> None:
             raise ValueError(
                 "config.loss.appeal_weight: > 0 learns from the next W events of each position; "
                 "set config.data.contrast_window >= 1"
+            )
+    if float(cfg.loss.get("counterfactual_weight", 0.0)) > 0:
+        if not cfg.model.get("catalog_repeats", False):
+            raise ValueError(
+                "config.loss.counterfactual_weight: > 0 trains the catalog repeat term's "
+                "reaction to a rejection; set config.model.catalog_repeats=True"
+            )
+        name = cfg.loss.get("counterfactual_type", "thumbs_down")
+        if name not in types:
+            raise ValueError(
+                f"config.loss.counterfactual_type: unknown feedback type {name!r}; known: "
+                f"{list(types)}"
             )
     if "appeal_width" in cfg.model:
         _positive_int(cfg, "model.appeal_width", 0)

@@ -36,8 +36,9 @@ import numpy as np
 from flax import nnx
 
 from jaxrec import inference
+from jaxrec.hashing import artifact_files, file_digest
 from jaxrec.model import SequenceModel
-from jaxrec.serving import FORMAT, MANIFEST, Recommender, artifact_files, file_digest
+from jaxrec.serving import FORMAT, MANIFEST, Recommender
 
 __all__ = ["PLATFORMS", "Recommender", "export", "export_run", "serving_fns"]
 
@@ -250,7 +251,7 @@ def export(
             }
         manifest["files"] = {
             rel: {"sha256": file_digest(p), "bytes": p.stat().st_size}
-            for rel, p in artifact_files(tmp).items()
+            for rel, p in artifact_files(tmp, MANIFEST).items()
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         if out.exists():
@@ -347,7 +348,7 @@ def export_run(
 
     ``exclude_feedback`` defaults to ``cfg.serving.exclude_feedback`` when the config has it,
     else to the run's ``feedback.negative`` types."""
-    from jaxrec.eval.baselines import TrainingCounts
+    from jaxrec.data.counts import TrainingCounts
 
     model, data, step = load_model(cfg, workdir, None if step is None else int(step))
     if exclude_feedback is None:

@@ -9,20 +9,44 @@ import jax.numpy as jnp
 from jaxrec.model import SequenceModel
 
 
-def user_query(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Array) -> jax.Array:
+def user_query(
+    model: SequenceModel,
+    items_BxL: jax.Array,
+    feedback_BxL: jax.Array,
+    context_BxL: jax.Array | None = None,
+    query_context_B: jax.Array | None = None,
+) -> jax.Array:
     """The query vector ``[B, D]`` of each history: the model's output at the newest slot.
 
     Histories are left-padded, so the newest token is always in the last slot. A cloze
     (bidirectional) model instead reads a [MASK] token appended after the history, as in BERT4Rec.
+    Listener histories pass each token's context (id + 1) and the context being scored; without
+    them the whole history reads as one context.
     """
     items_BxL, feedback_BxL = _newest_slot_input(model, items_BxL, feedback_BxL)
-    return model(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+    contexts = {}
+    if context_BxL is not None:
+        contexts = {"context_BxL": context_BxL, "query_context_B": query_context_B}
+    return model(items_BxL, feedback_BxL, deterministic=True, **contexts)[:, -1]
 
 
-def user_hidden(model: SequenceModel, items_BxL: jax.Array, feedback_BxL: jax.Array) -> jax.Array:
+def user_hidden(
+    model: SequenceModel,
+    items_BxL: jax.Array,
+    feedback_BxL: jax.Array,
+    context_BxL: jax.Array | None = None,
+    query_context_B: jax.Array | None = None,
+) -> jax.Array:
     """The hidden state ``[B, D]`` at the newest slot, which every head of the model reads."""
     items_BxL, feedback_BxL = _newest_slot_input(model, items_BxL, feedback_BxL)
-    return model.encode(items_BxL, feedback_BxL, deterministic=True)[:, -1]
+    hidden_BxLxD = model.encode(
+        items_BxL,
+        feedback_BxL,
+        context_BxL=context_BxL,
+        query_context_B=query_context_B,
+        deterministic=True,
+    )
+    return hidden_BxLxD[:, -1]
 
 
 def _newest_slot_input(model, items_BxL: jax.Array, feedback_BxL: jax.Array):

@@ -102,13 +102,22 @@ class Block(nnx.Module):
         self.mlp_out = _dense(mlp_ratio * width, width, True, rngs, dtype)
         self.dropout = Dropout(dropout)
 
-    def __call__(self, x_BxLxD, mask_Bx1xLxL, rngs: nnx.Rngs | None, deterministic: bool):
+    def __call__(
+        self,
+        x_BxLxD,
+        mask_Bx1xLxL,
+        rngs: nnx.Rngs | None,
+        deterministic: bool,
+        bias_BxHxLxL: jax.Array | None = None,
+    ):
         b, length, d = x_BxLxD.shape
         h_BxLxD = self.norm1(x_BxLxD)
         qkv_BxLx3xHxK = self.qkv(h_BxLxD).reshape(b, length, 3, self.heads, d // self.heads)
         q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = (qkv_BxLx3xHxK[:, :, i] for i in range(3))
+        if bias_BxHxLxL is not None:
+            bias_BxHxLxL = bias_BxHxLxL.astype(q_BxLxHxK.dtype)
         att_BxLxHxK = jax.nn.dot_product_attention(
-            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, mask=mask_Bx1xLxL
+            q_BxLxHxK, k_BxLxHxK, v_BxLxHxK, bias=bias_BxHxLxL, mask=mask_Bx1xLxL
         )
         att_BxLxD = self.out(att_BxLxHxK.reshape(b, length, d))
         x_BxLxD = x_BxLxD + self.dropout(att_BxLxD, deterministic=deterministic, rngs=rngs)
@@ -120,7 +129,13 @@ class SequenceModel(nnx.Module):
     """Transformer over (item, feedback-type) tokens; item 0 and feedback 0 are padding."""
 
     def __init__(
-        self, cfg: Any, num_items: int, num_feedback_types: int, max_len: int, rngs: nnx.Rngs
+        self,
+        cfg: Any,
+        num_items: int,
+        num_feedback_types: int,
+        max_len: int,
+        rngs: nnx.Rngs,
+        context_bias: bool = False,
     ):
         width = int(cfg.width)
         self.width = width
@@ -233,6 +248,14 @@ class SequenceModel(nnx.Module):
         if cfg.get("catalog_repeats", False):
             self.catalog_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
         self.embed_dropout = Dropout(float(cfg.dropout))
+        # Listener sequences (data.sequence = "listener"): each layer and head adds a learned
+        # logit to the attention paid to tokens of the query's own context (station), so one
+        # row can weigh what the listener does on this station against what they do elsewhere.
+        # Started at 1 (a mild preference for the own station); no contexts given: no bias,
+        # the same as one context for the whole row.
+        self.context_bias = nnx.data(None)
+        if context_bias:
+            self.context_bias = nnx.Param(jnp.ones((int(cfg.depth), int(cfg.heads)), jnp.float32))
         # Optional learnable per-type gate on the item part of a token: how much a song heard
         # with each feedback type says about the listener. ``sigmoid`` (or True): in (0, 1),
         # initialised open (sigmoid(2) = 0.88). ``"signed"``: tanh gate in (-1, 1), initialised
@@ -256,12 +279,21 @@ class SequenceModel(nnx.Module):
         items_BxL: jax.Array,
         feedback_BxL: jax.Array,
         *,
+        context_BxL: jax.Array | None = None,
+        query_context_B: jax.Array | None = None,
         rngs: nnx.Rngs | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """Query vectors ``[B, L, D]`` (``D + 1`` with an item bias, whose query component is
         1): position t summarises tokens <= t (causal mode)."""
-        hidden_BxLxD = self.encode(items_BxL, feedback_BxL, rngs=rngs, deterministic=deterministic)
+        hidden_BxLxD = self.encode(
+            items_BxL,
+            feedback_BxL,
+            context_BxL=context_BxL,
+            query_context_B=query_context_B,
+            rngs=rngs,
+            deterministic=deterministic,
+        )
         return self.catalog_query(hidden_BxLxD)
 
     @property
@@ -273,6 +305,8 @@ class SequenceModel(nnx.Module):
         items_BxL: jax.Array,
         feedback_BxL: jax.Array,
         *,
+        context_BxL: jax.Array | None = None,
+        query_context_B: jax.Array | None = None,
         pack_src_RxL: jax.Array | None = None,
         unpack_BxL: jax.Array | None = None,
         rngs: nnx.Rngs | None = None,
@@ -287,6 +321,11 @@ class SequenceModel(nnx.Module):
         training step's loss reads), or, with ``unpack_BxL`` (the packed slot of each (b, l);
         -1: padding, whose hidden state is 0), moved back to ``[B, L, D]``. Same hidden state
         as unpacked for every real token.
+
+        ``context_BxL`` (context id + 1 of each token; listener sequences) sets the context
+        bias: each slot's query belongs to its own token's context, or for the newest slot to
+        ``query_context_B`` (the context being scored) when given. Ignored by a model without
+        a context bias.
         """
         length = items_BxL.shape[1]
         slot_BxL = jnp.arange(length)[None]
@@ -296,6 +335,8 @@ class SequenceModel(nnx.Module):
             src_RxL = jnp.maximum(pack_src_RxL, 0)
             items_BxL = jnp.where(real_RxL, items_BxL.reshape(-1)[src_RxL], 0)
             feedback_BxL = jnp.where(real_RxL, feedback_BxL.reshape(-1)[src_RxL], 0)
+            if context_BxL is not None:
+                context_BxL = jnp.where(real_RxL, context_BxL.reshape(-1)[src_RxL], 0)
             slot_BxL = src_RxL % length
             segment = jnp.where(real_RxL, src_RxL // length + 1, 0)
         x = self.item_embed(items_BxL)
@@ -314,8 +355,18 @@ class SequenceModel(nnx.Module):
             mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
         # Every query may see itself, so padded rows never attend to nothing (no NaNs).
         mask = mask | jnp.eye(length, dtype=bool)[None, None]
-        for block in self.blocks:
-            x = block(x, mask, rngs, deterministic)
+        same_BxLxL = None
+        if self.context_bias is not None and context_BxL is not None:
+            context_BxL = jnp.asarray(context_BxL)
+            query_BxL = context_BxL
+            if query_context_B is not None:
+                query_BxL = query_BxL.at[:, -1].set(query_context_B)
+            same_BxLxL = (query_BxL[:, :, None] == context_BxL[:, None, :]).astype(jnp.float32)
+        for i, block in enumerate(self.blocks):
+            bias = None
+            if same_BxLxL is not None:
+                bias = same_BxLxL[:, None] * self.context_bias[...][i][None, :, None, None]
+            x = block(x, mask, rngs, deterministic, bias)
         hidden = self.final_norm(x).astype(jnp.float32)
         if unpack_BxL is None:
             return hidden
@@ -373,13 +424,19 @@ class SequenceModel(nnx.Module):
         feedback_BxL: jax.Array,
         candidates_BxQxC: jax.Array,
         segment_BxL: jax.Array | None = None,
+        appended_type: int | None = None,
     ) -> jax.Array | None:
         """The catalog score's repeat term ``[B, Q, C]`` (None without
-        ``model.catalog_repeats``); slots as in :meth:`repeat_scores`."""
+        ``model.catalog_repeats``); slots and ``appended_type`` as in :func:`repeat_term`."""
         if self.catalog_repeat is None:
             return None
         return repeat_term(
-            self.catalog_repeat[...], items_BxL, feedback_BxL, candidates_BxQxC, segment_BxL
+            self.catalog_repeat[...],
+            items_BxL,
+            feedback_BxL,
+            candidates_BxQxC,
+            segment_BxL,
+            appended_type,
         )
 
     def item_table(self) -> jax.Array:
@@ -403,11 +460,16 @@ def repeat_term(
     feedback_BxL: jax.Array,
     candidates_BxQxC: jax.Array,
     segment_BxL: jax.Array | None = None,
+    appended_type: int | None = None,
 ) -> jax.Array:
     """``[B, Q, C]``: per feedback type t, w_t log(1 + n_t(c)) for the n_t(c) reactions of type
     t to candidate c among the history tokens a query reads, plus u_t for the type of the newest
     one (``weights_2xT`` = (w, u)). With Q = L query q reads the slots <= q (of its own segment
-    when ``segment_BxL`` is given); with Q = 1 the whole history."""
+    when ``segment_BxL`` is given); with Q = 1 the whole history.
+
+    ``appended_type`` (a feedback token, type index + 1): the counterfactual term, as if the
+    query had just reacted to each candidate with that type (one more reaction, the newest);
+    only that type's two weights get a gradient from it."""
     b, q, _ = candidates_BxQxC.shape
     length = items_BxL.shape[1]
     match_BxQxCxL = (candidates_BxQxC[..., None] == items_BxL[:, None, None, :]) & (items_BxL > 0)[
@@ -424,4 +486,9 @@ def repeat_term(
     newest_BxQxC = jnp.max(jnp.where(match_BxQxCxL, slot_L, -1), axis=-1)
     is_newest_BxQxCxL = match_BxQxCxL & (slot_L == newest_BxQxC[..., None])
     last_BxQxCxT = jnp.einsum("bqcl,blt->bqct", is_newest_BxQxCxL.astype(jnp.float32), onehot_BxLxT)
+    if appended_type is not None:
+        appended_T = jax.nn.one_hot(appended_type, types)
+        counts_BxQxCxT = counts_BxQxCxT + appended_T
+        last_BxQxCxT = jnp.broadcast_to(appended_T, last_BxQxCxT.shape)
+        weights_2xT = jnp.where(appended_T > 0, weights_2xT, jax.lax.stop_gradient(weights_2xT))
     return jnp.log1p(counts_BxQxCxT) @ weights_2xT[0] + last_BxQxCxT @ weights_2xT[1]

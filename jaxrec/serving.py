@@ -11,13 +11,14 @@ No flax and no jaxrec training code is imported here, so a serving host installs
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+
+from jaxrec.hashing import artifact_files, file_digest
 
 MANIFEST = "manifest.json"
 FORMAT = "jaxrec-export/1"
@@ -33,24 +34,6 @@ class ArtifactError(ValueError):
 
 class UnknownInput(ValueError):
     """A history names an item or a feedback type the export does not know (on_unknown='error')."""
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def artifact_files(path: Path, manifest: str = MANIFEST) -> dict[str, Path]:
-    """Every file under ``path`` except the manifest, by POSIX relative path (also what a
-    checkpoint step's checksum manifest covers)."""
-    return {
-        p.relative_to(path).as_posix(): p
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.relative_to(path).as_posix() != manifest
-    }
 
 
 def verify(path: str | Path) -> dict[str, Any]:
@@ -69,7 +52,7 @@ def verify(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{mpath}: unreadable manifest: {e}") from None
     if manifest.get("format") != FORMAT:
         raise ArtifactError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    files = artifact_files(path)
+    files = artifact_files(path, MANIFEST)
     missing = sorted(set(listed) - set(files))
     if missing:
         raise ArtifactError(f"{path}: missing file {missing[0]}")

@@ -31,6 +31,7 @@ NOT_DECAYED = (
     "appeal_bias",
     "item_bias",
     "feedback_gate",
+    "context_bias",  # started at 1 (the own station preferred), not at 0
     # Dense layer and LayerNorm biases, LayerNorm scales.
     "bias",
     "scale",
@@ -186,10 +187,13 @@ def catalog_repeat_targets(
     segment_RxL: jax.Array | None,
     unpacked_items_BxL: jax.Array,
     m: int,
+    counterfactual_type: int | None = None,
 ) -> LossTargets:
     """The loss targets with the model's catalog repeat term: added to each positive and
     explicit negative, and the items a query has heard (slots <= its own, its own example)
-    competing as extra candidates, each once (its newest slot) with its repeat term."""
+    competing as extra candidates, each once (its newest slot) with its repeat term. With
+    ``counterfactual_type`` (a feedback token), also each positive's term had the query just
+    reacted to it with that type (the counterfactual not-to-recommend term's)."""
     r, length = items_RxL.shape
     pos_RxL = targets.positive_N.reshape(r, length)
     exp_RxLxM = targets.explicit_NxM.reshape(r, length, m)
@@ -208,6 +212,11 @@ def catalog_repeat_targets(
     )
     newest_RxQxL = reads_RxQxL & (later_RxQxL == 0)
     offset_RxQxL = jnp.where(newest_RxQxL, rep[..., 1 + m :], -jnp.inf)
+    counterfactual_N = None
+    if counterfactual_type is not None:
+        counterfactual_N = model.catalog_repeat_scores(
+            items_RxL, feedback_RxL, pos_RxL[..., None], segment_RxL, counterfactual_type
+        ).reshape(-1)
     return dataclasses.replace(
         targets,
         positive_offset_N=rep[..., 0].reshape(-1),
@@ -215,6 +224,7 @@ def catalog_repeat_targets(
         history_items_RxH=items_RxL,
         history_offset_NxH=offset_RxQxL.reshape(r * length, length),
         row_items_RxL=unpacked_items_BxL,
+        counterfactual_offset_N=counterfactual_N,
     )
 
 
@@ -255,6 +265,9 @@ def make_train_step(
     mask_prob = float(cfg.model.get("mask_prob", 0.2))
     accum = int(cfg.train.get("grad_accum_steps", 1))
     appeal_weight = float(cfg.loss.get("appeal_weight", 0.0))
+    counterfactual = None  # the feedback token of the counterfactual rejection
+    if float(cfg.loss.get("counterfactual_weight", 0.0)) > 0:
+        counterfactual = list(feedback_types).index(cfg.loss.counterfactual_type) + 1
 
     def loss_fn(model, batch, loss_key, drop_key, step):
         b, length = batch["items"].shape
@@ -288,11 +301,12 @@ def make_train_step(
         )
         if model.catalog_repeat is not None:
             targets = catalog_repeat_targets(
-                model, targets, items, feedback, segment, batch["items"], m
+                model, targets, items, feedback, segment, batch["items"], m, counterfactual
             )
         hidden_BxLxD = model.encode(  # [R, L, D] when packed
             batch["items"],
             batch["feedback"],
+            context_BxL=batch.get("context"),
             pack_src_RxL=src_RxL,
             rngs=nnx.Rngs(dropout=drop_key),
             deterministic=False,

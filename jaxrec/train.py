@@ -39,11 +39,11 @@ from jaxrec.data.sequences import (
 )
 from jaxrec.eval import paired
 from jaxrec.eval.baselines import (
-    BASELINES,
     evaluate_baselines,
 )
 from jaxrec.eval.ceilings import simulator_ceilings
 from jaxrec.eval.evaluator import Evaluator
+from jaxrec.eval.names import BASELINES
 from jaxrec.model import SequenceModel
 from jaxrec.step import Trainer
 

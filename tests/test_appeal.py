@@ -257,6 +257,7 @@ def test_jsonl_requests_with_candidates_get_them_ordered_by_appeal(appeal_run, t
 
 
 def test_the_repeat_term_starts_at_the_item_appeal_repeats_fit():
+    from jaxrec.data.counts import TrainingCounts, fit_item_appeal
     from jaxrec.eval import baselines
 
     cfg = tiny_config()
@@ -264,8 +265,8 @@ def test_the_repeat_term_starts_at_the_item_appeal_repeats_fit():
     data = prepare_data(cfg)
     with nnx.use_eager_sharding(False):
         model = create_model(cfg, data, 0)
-    counts = baselines.TrainingCounts.from_split(data.events, data.roles, data.labels)
-    appeal_V, w = baselines.fit_item_appeal(counts)
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    appeal_V, w = fit_item_appeal(counts)
     n = data.events.num_items + 1
     np.testing.assert_allclose(model.appeal_bias.embedding[:n, 0], appeal_V, rtol=1e-5)
     items, fb = data.test.items_NxL[:16], data.test.feedback_NxL[:16]

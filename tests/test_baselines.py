@@ -7,9 +7,9 @@ import pytest
 from ml_collections import ConfigDict
 
 from jaxrec.data import events, simulator
+from jaxrec.data.counts import TrainingCounts, positive_rate_V, repeat_features
 from jaxrec.data.sequences import Roles
 from jaxrec.eval import baselines
-from jaxrec.eval.baselines import TrainingCounts
 from jaxrec.eval.evaluator import Evaluator
 from tests.tiny import event_table
 
@@ -189,7 +189,7 @@ def test_item_appeal_takes_out_a_contexts_mood():
     roles = Roles.from_config(ev.feedback_types, ROLES)
     counts = TrainingCounts.from_split(ev, roles, np.zeros(len(rows), np.int8))
     ids = {ev.item_vocab[i]: i for i in range(1, ev.num_items + 1)}
-    rate = baselines.positive_rate_V(counts)
+    rate = positive_rate_V(counts)
     assert rate[ids["1"]] == rate[ids["2"]]
     logit_V = baselines.item_appeal_V(counts)
     assert logit_V[ids["2"]] > logit_V[ids["1"]]
@@ -202,7 +202,7 @@ def test_repeat_features_by_hand():
     item = np.array([5, 6, 5, 5, 5, 5])
     ftype = np.array([up, skip, play, skip, up, up])
     is_input = np.array([True, True, True, False, True, True])
-    x = baselines.repeat_features(ctx, item, ftype, is_input, len(TYPES))
+    x = repeat_features(ctx, item, ftype, is_input, len(TYPES))
     t = len(TYPES)
     counts, last = np.expm1(x[:, :t]), x[:, t:]
     np.testing.assert_allclose(counts[0], 0)  # first time heard

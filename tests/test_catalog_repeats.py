@@ -170,3 +170,51 @@ def test_a_negative_thumbs_down_weight_makes_the_model_responsive():
     assert out["negative"]["top1"]["left_top_k"] == 1.0
     assert before["negative"]["top1"]["left_top_k"] < 0.5
     assert out["neutral"] == before["neutral"]  # the play weight is 0: nothing changes
+
+
+def test_the_counterfactual_term_is_the_term_of_the_history_with_the_rejection_appended():
+    items = jnp.asarray([[0, 5, 7, 5], [3, 3, 0, 9]], jnp.int32)[:, 1:]
+    fb = jnp.asarray([[0, 2, 4, 1], [1, 3, 0, 2]], jnp.int32)[:, 1:]
+    cand = jnp.asarray([[[5, 7, 8]], [[3, 9, 1]]], jnp.int32)  # Q = 1: the whole history
+    thumbs_down = 4
+    got = repeat_term(W_2xT, items, fb, cand, appended_type=thumbs_down)
+    for c in range(3):  # append the rejection of candidate c, then read the plain term
+        it2 = jnp.concatenate([items, cand[:, 0, c : c + 1]], axis=1)
+        fb2 = jnp.concatenate([fb, jnp.full((2, 1), thumbs_down, jnp.int32)], axis=1)
+        want = repeat_term(W_2xT, it2, fb2, cand[:, :, c : c + 1])
+        np.testing.assert_allclose(np.asarray(got[:, :, c]), np.asarray(want[:, :, 0]), rtol=1e-6)
+    # Only the appended type's weights learn from it.
+    grad = jax.grad(lambda w: repeat_term(w, items, fb, cand, appended_type=thumbs_down).sum())(
+        W_2xT
+    )
+    assert np.all(np.asarray(grad)[:, [0, 1, 2, 3, 5]] == 0) and np.all(grad[:, thumbs_down] > 0)
+
+
+def test_the_counterfactual_loss_teaches_the_rejection_weights_alone():
+    """One loss on a tiny batch: the counterfactual term's gradient reaches the thumbs-down
+    repeat weights (pushing the rejected positive down), never the positive's embedding."""
+    model = _model(np.zeros((2, 6)))
+    rng = np.random.default_rng(2)
+    b, length, m = 4, 6, 2
+    items = jnp.asarray(rng.integers(1, 31, size=(b, length)), jnp.int32)
+    fb = jnp.asarray(rng.integers(1, 5, size=(b, length)), jnp.int32)
+    pos = jnp.asarray(rng.integers(1, 31, size=(b * length,)), jnp.int32)
+    base = LossTargets.create(pos, jnp.zeros((b * length, m), jnp.int32))
+    cfg = {"sampled_weight": 0.0, "full_softmax_weight": 1.0, "kernel": "dense"}
+
+    def loss(model, weight):
+        targets = catalog_repeat_targets(model, base, items, fb, None, items, m, 4)
+        hidden = model.encode(items, fb)
+        q = model.catalog_query(hidden).reshape(b * length, -1)
+        c = {**cfg, "counterfactual_weight": weight}
+        return compute_loss(c, q, model.item_table(), targets, jax.random.key(0))
+
+    (_, metrics), grads = nnx.value_and_grad(lambda mdl: loss(mdl, 1.0), has_aux=True)(model)
+    (_, plain_metrics), plain = nnx.value_and_grad(lambda mdl: loss(mdl, 0.0), has_aux=True)(model)
+    assert "loss_counterfactual" in metrics and "loss_counterfactual" not in plain_metrics
+    delta = np.asarray(grads.catalog_repeat[...]) - np.asarray(plain.catalog_repeat[...])
+    assert delta[0, 4] > 0 and delta[1, 4] > 0  # descent lowers both thumbs-down weights
+    assert np.all(delta[:, [0, 1, 2, 3, 5]] == 0)
+    np.testing.assert_allclose(  # the item table learns nothing from the counterfactual
+        np.asarray(grads.item_embed.embedding[...]), np.asarray(plain.item_embed.embedding[...])
+    )

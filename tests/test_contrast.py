@@ -119,8 +119,8 @@ def test_bad_gate_is_refused(cfg):
 
 def test_item_bias_starts_from_the_positive_rate(cfg):
     from jaxrec.assembly import create_model, prepare_data
+    from jaxrec.data.counts import TrainingCounts
     from jaxrec.eval import baselines
-    from jaxrec.eval.baselines import TrainingCounts
 
     cfg.model.item_bias = True
     cfg.model.item_bias_init = "positive_rate"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxrec import experiments
-from jaxrec.eval.baselines import BASELINES
+from jaxrec.eval.names import BASELINES
 from jaxrec.experiments import EXPERIMENTS, run_experiment
 from jaxrec.experiments.embeddings import cosine_matrix, pca_2d
 from jaxrec.experiments.overrides import portable_json

@@ -10,8 +10,8 @@ import pytest
 
 from jaxrec import sharding
 from jaxrec.assembly import prepare_data
+from jaxrec.data.counts import TrainingCounts
 from jaxrec.eval import baselines, paired
-from jaxrec.eval.baselines import TrainingCounts
 from jaxrec.eval.evaluator import Evaluator, NonFiniteScores
 from jaxrec.step import Trainer
 

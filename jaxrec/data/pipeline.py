@@ -43,6 +43,7 @@ POSITION_KEYS = (
     "explicit_type",
     "future_items",
     "future_labels",
+    "context",
 )
 
 

@@ -13,6 +13,14 @@ target is the next positive event after t, and the explicit negatives are the ne
 strictly between t and that positive (nearest first, at most M), all within the same sequence's
 training part: nothing from another context, the future windows or beyond the next positive.
 Arrays are padded on the left, so the last slot holds the newest token.
+
+With ``data.sequence = "listener"`` a row is instead one listener's events across all their
+contexts in time order (ties in time ordered by context, then row), each token carrying its
+context id; targets and explicit negatives are still those of the token's own context, so what
+is scored never changes, only what the model may read. Only training-part events are training
+inputs. An evaluation window's history is every event of the listener before the window's first
+event in that order, from any context, whose split is at most the window's (validation
+histories never hold another context's test events).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import numpy as np
 from jaxrec.data.events import Events
 
 SPLITS = ("train", "valid", "test")
+# What one example row holds: one (user, context) pair's events, or one listener's.
+SEQUENCES = ("context", "listener")
 # The split label of each event (its index in SPLITS); REMOVED marks events dropped from the data.
 TRAIN, VALID, TEST = range(len(SPLITS))
 REMOVED = -1
@@ -85,6 +95,8 @@ class Examples:
     # and +1 positive / -1 explicit negative / 0 neither. W = 0 when not built.
     future_items_ExLxW: np.ndarray | None = None
     future_labels_ExLxW: np.ndarray | None = None
+    # Listener sequences: each token's context id + 1 (0 = padding); None for context rows.
+    context_ExL: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.items_ExL.shape[0])
@@ -105,6 +117,7 @@ class Examples:
                 if self.future_items_ExLxW is not None
                 else {}
             ),
+            **({"context": self.context_ExL[idx]} if self.context_ExL is not None else {}),
         }
 
 
@@ -120,9 +133,18 @@ class EvalSet:
     window_label_NxW: np.ndarray  # int8: +1 positive, -1 explicit negative, 0 neither
     window_type_NxW: np.ndarray  # int32 feedback-type index
     seen_items: tuple[np.ndarray, np.ndarray]  # CSR (offsets [N+1], item ids) of history items
+    # Listener sequences: each history token's context id + 1 (0 = padding); None otherwise.
+    context_NxL: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.user_N.shape[0])
+
+    def contexts(self, rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """For ``rows`` of a listener set: each history token's context (id + 1) and the
+        context (id + 1) each window is scored in; (None, None) for context sets."""
+        if self.context_NxL is None:
+            return None, None
+        return self.context_NxL[rows], (self.context_N[rows] + 1).astype(np.int32)
 
     @property
     def covered_N(self) -> np.ndarray:
@@ -217,9 +239,12 @@ def build_examples(
     max_explicit: int,
     max_context_positives: int = 512,
     future_window: int = 0,
+    sequence: str = "context",
 ) -> Examples:
     """Training examples from the events labelled 0 (train); with ``future_window`` W > 0,
-    also each position's next W events of the context (the explicit contrast's window)."""
+    also each position's next W events of the context (the explicit contrast's window).
+    ``sequence``: rows of one context's events, or of one listener's (module docstring)."""
+    _check_sequence(sequence)
     if max_len < 2:
         raise ValueError(f"config.data.max_len: must be >= 2, got {max_len}")
     if max_explicit < 1:
@@ -247,8 +272,18 @@ def build_examples(
     neg_slot = np.arange(len(neg_row)) - np.repeat(np.cumsum(kept) - kept, kept)
     neg_src = neg_idx[lo[neg_row] + neg_slot] if len(neg_row) else neg_row
 
+    key = ctx  # the sequence each input row belongs to
+    if sequence == "listener":
+        # The same rows, targets and negatives, reordered into each listener's time order.
+        user, ts = events.user[keep], events.timestamp[keep]
+        perm = np.lexsort((rows, ctx[rows], ts[rows], user[rows]))
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(len(perm))
+        rows, target, seq_end, neg_row = rows[perm], target[perm], seq_end[perm], inverse[neg_row]
+        key = user
+
     # Input rows, chunked from the newest backwards into examples of max_len.
-    r_ctx = ctx[rows]
+    r_ctx = key[rows]
     k = _rank_from_end(r_ctx)
     chunk = k // max_len
     seq_first = np.r_[True, r_ctx[1:] != r_ctx[:-1]] if len(rows) else np.zeros(0, bool)
@@ -280,10 +315,14 @@ def build_examples(
     neg_flat = row_token[neg_row[neg_live]] * max_explicit + neg_slot[neg_live]
     out_exp.reshape(-1)[neg_flat] = item[neg_src[neg_live]]
     out_exp_t.reshape(-1)[neg_flat] = fb[neg_src[neg_live]]
+    out_ctx = None
+    if sequence == "listener":
+        out_ctx = np.zeros(shape, np.int32)
+        out_ctx.reshape(-1)[token] = ctx[rows[live]] + 1
 
-    # The whole context's training positives, per example (a context may span examples).
+    # The whole sequence's training positives, per example (a sequence may span examples).
     ctx_ids, ctx_pos_CxP, ctx_pos_cut = context_positive_sets(
-        ctx, item, is_pos, max_context_positives
+        key, item, is_pos, max_context_positives
     )
     ex_ctx = np.zeros(num_examples, np.int64)
     ex_ctx[new_id[example[live]]] = r_ctx[live]
@@ -325,17 +364,32 @@ def build_examples(
         "context_positives_width": int(out_ctx_pos.shape[1]),
         "context_positives_truncated": ctx_pos_cut,
     }
-    return Examples(out_items, out_fb, out_pos, out_exp, out_exp_t, out_ctx_pos, report, *future)
+    return Examples(
+        out_items, out_fb, out_pos, out_exp, out_exp_t, out_ctx_pos, report, *future, out_ctx
+    )
+
+
+def _check_sequence(sequence: str) -> None:
+    if sequence not in SEQUENCES:
+        raise ValueError(f"config.data.sequence: one of {list(SEQUENCES)}, got {sequence!r}")
 
 
 def build_eval_set(
-    events: Events, roles: Roles, labels: np.ndarray, split: int, max_len: int, window: int
+    events: Events,
+    roles: Roles,
+    labels: np.ndarray,
+    split: int,
+    max_len: int,
+    window: int,
+    sequence: str = "context",
 ) -> EvalSet:
-    """The ``split`` (1 valid, 2 test) window of every sequence, with the history before it.
+    """The ``split`` (1 valid, 2 test) window of every context, with the history before it.
 
     The history is every input-role event before the window (training part and, for test, the
-    validation window too), so validation and test see exactly what a deployed model would.
+    validation window too), so validation and test see exactly what a deployed model would;
+    with ``sequence="listener"``, the listener's events of every context before it.
     """
+    _check_sequence(sequence)
     in_window = labels == split
     before = (labels != REMOVED) & (labels < split)
     fb = events.feedback.astype(np.int64)
@@ -359,6 +413,24 @@ def build_eval_set(
         roles.positive_T[w_fb], 1, np.where(roles.negative_T[w_fb], -1, 0)
     )
     win_type[row, slot] = w_fb
+    user = events.user[w_idx[first_in]] if n else np.zeros(0, np.int32)
+    if sequence == "listener":
+        first_event = np.zeros(n, np.int64)
+        first_event[row[first_in]] = w_idx[first_in]
+        hist_items, hist_fb, hist_ctx, seen = _listener_histories(
+            events, roles, labels, split, max_len, first_event
+        )
+        return EvalSet(
+            user.astype(np.int32),
+            seqs.astype(np.int32),
+            hist_items,
+            hist_fb,
+            win_items,
+            win_label,
+            win_type,
+            seen,
+            hist_ctx,
+        )
 
     h_idx = np.flatnonzero(before & roles.input_T[fb] & np.isin(ctx, seqs))
     h_ctx = ctx[h_idx]
@@ -374,7 +446,6 @@ def build_eval_set(
     s_idx = np.flatnonzero(before & np.isin(ctx, seqs))
     s_row = np.searchsorted(seqs, ctx[s_idx])
     s_off = np.r_[0, np.cumsum(np.bincount(s_row, minlength=n))]
-    user = events.user[w_idx[first_in]] if n else np.zeros(0, np.int32)
     return EvalSet(
         user.astype(np.int32),
         seqs.astype(np.int32),
@@ -385,3 +456,49 @@ def build_eval_set(
         win_type,
         (s_off, events.item[s_idx]),
     )
+
+
+def _listener_histories(
+    events: Events,
+    roles: Roles,
+    labels: np.ndarray,
+    split: int,
+    max_len: int,
+    first_event_N: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Per window: the listener's newest ``max_len`` input events before the window's first
+    event (items, feedback + 1, context + 1; left-padded) and every item they met before it
+    (CSR), from any context, in listener time order, of splits up to ``split``."""
+    n_events = events.num_events
+    order = np.lexsort((np.arange(n_events), events.context, events.timestamp, events.user))
+    rank = np.empty(n_events, np.int64)
+    rank[order] = np.arange(n_events)
+    readable = (labels != REMOVED) & (labels <= split)
+    cut_N = rank[first_event_N]
+    user_N = events.user[first_event_N]
+
+    def before_window(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The events of ``mask`` in listener order, and per window the range [start, end)
+        of them that are the listener's and before the window."""
+        ev = order[mask[order]]
+        end_N = np.searchsorted(rank[ev], cut_N)
+        start_N = np.searchsorted(events.user[ev], user_N)
+        return ev, start_N, end_N
+
+    fb = events.feedback.astype(np.int64)
+    h_ev, start, end = before_window(readable & roles.input_T[fb])
+    idx = end[:, None] - max_len + np.arange(max_len)[None]
+    real = (idx >= start[:, None]) & (len(h_ev) > 0)
+    src = h_ev[np.clip(idx, 0, len(h_ev) - 1)] if len(h_ev) else np.zeros_like(idx)
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return np.where(real, values[src], 0).astype(np.int32)
+
+    items, feedback = pick(events.item), pick(fb + 1)
+    contexts = pick(events.context.astype(np.int64) + 1)
+
+    s_ev, s_start, s_end = before_window(readable)
+    lengths = s_end - s_start
+    offsets = np.r_[0, np.cumsum(lengths)]
+    flat = np.repeat(s_start - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
+    return items, feedback, contexts, (offsets, events.item[s_ev[flat]])

@@ -100,9 +100,11 @@ class Evaluator:
         self._rank_fn = jax.jit(_ranks)
 
     @staticmethod
-    def _score(graphdef, use_appeal, state, items, feedback, window_items, target, exclude):
+    def _score(
+        graphdef, use_appeal, state, items, feedback, window_items, target, exclude, contexts
+    ):
         model = nnx.merge(graphdef, state)
-        hidden = inference.user_hidden(model, items, feedback)
+        hidden = inference.user_hidden(model, items, feedback, *contexts)
         query = model.catalog_query(hidden)
         table = model.item_table()
         window_scores = inference.score_items(query, table, window_items)
@@ -130,7 +132,9 @@ class Evaluator:
         window_scores, ranks = self.score_all(model, data)[:2]
         return window_scores, ranks
 
-    def _batches(self, data: EvalSet, fn: Callable[..., tuple]):
+    def _batches(self, data: EvalSet, fn: Callable[..., tuple], contexts: bool = False):
+        """``fn``'s outputs over fixed-size batches of the windows; with ``contexts``, ``fn``
+        also gets the histories' token contexts and each window's context (listener sets)."""
         target_N = _first_positive(data.window_items_NxW, data.window_label_NxW)
         n, b = len(data), self.batch_size
         outs: list[list[np.ndarray]] = []
@@ -142,13 +146,16 @@ class Evaluator:
                 if self.filter_seen
                 else np.zeros((b, 1), np.int32)
             )
-            res = fn(
+            args = [
                 data.items_NxL[pad],
                 data.feedback_NxL[pad],
                 data.window_items_NxW[pad],
                 target_N[pad],
                 exclude,
-            )
+            ]
+            if contexts:
+                args.append(data.contexts(pad))
+            res = fn(*args)
             outs = outs or [[] for _ in res]
             for out, r in zip(outs, res, strict=True):
                 out.append(np.asarray(r)[: len(rows)])
@@ -170,7 +177,7 @@ class Evaluator:
         ranks ``[N, W]``, and with an appeal head the catalog window scores ``[N, W]``."""
         graphdef, state = nnx.split(model)
         fn = functools.partial(self._fn, graphdef, self.uses_appeal(model), state)
-        return self._batches(data, fn)
+        return self._batches(data, fn, contexts=True)
 
     def scorer_all(
         self, scorer: CatalogScorer, data: EvalSet

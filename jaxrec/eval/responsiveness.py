@@ -55,9 +55,12 @@ def responsiveness(
     k: int = 10,
     neighbours: int = 10,
     batch_size: int = 256,
+    context_NxL: np.ndarray | None = None,
+    query_context_N: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Responsiveness of ``model`` on histories ``items_NxL`` / ``feedback_NxL`` (left-padded;
-    rows without any event are skipped).
+    rows without any event are skipped). Listener histories also pass each token's context
+    (id + 1) and the context scored, ``query_context_N``, which the appended event joins.
 
     ``negative_type`` and ``neutral_type`` are feedback tokens (type index + 1), e.g. those of
     ``thumbs_down`` and ``play``. Ranks are 0-based over the catalog, ties counted against the
@@ -71,14 +74,21 @@ def responsiveness(
     feedback_NxL = np.asarray(feedback_NxL)
     keep = (items_NxL > 0).any(axis=1)
     items_NxL, feedback_NxL = items_NxL[keep], feedback_NxL[keep]
+    if context_NxL is not None:
+        context_NxL = np.asarray(context_NxL)[keep]
+        query_context_N = np.asarray(query_context_N)[keep]
     table = model.item_table()
     emb = np.asarray(table)[:, : int(model.width)]
     ranks: dict[str, list[np.ndarray]] = {"before": [], "negative": [], "neutral": []}
     for start in range(0, len(items_NxL), batch_size):
         items = items_NxL[start : start + batch_size]
         fb = feedback_NxL[start : start + batch_size]
+        ctx = qctx = None
+        if context_NxL is not None:
+            ctx = context_NxL[start : start + batch_size]
+            qctx = query_context_N[start : start + batch_size]
         scores = inference.model_catalog_scores(
-            model, inference.user_query(model, items, fb), items, fb
+            model, inference.user_query(model, items, fb, ctx, qctx), items, fb
         )
         top1 = np.asarray(jnp.argmax(scores, axis=1)).astype(np.int32)
         watched = np.concatenate([top1[:, None], nearest_items(emb, top1, neighbours)], axis=1)
@@ -86,8 +96,9 @@ def responsiveness(
         ranks["before"].append(np.asarray(inference.item_ranks(scores, watched_j)))
         for name, fb_type in (("negative", negative_type), ("neutral", neutral_type)):
             it2, fb2 = _append(items, fb, top1, fb_type)
+            ctx2 = None if ctx is None else _append(ctx, ctx, qctx, 0)[0]
             s2 = inference.model_catalog_scores(
-                model, inference.user_query(model, it2, fb2), it2, fb2
+                model, inference.user_query(model, it2, fb2, ctx2, qctx), it2, fb2
             )
             ranks[name].append(np.asarray(inference.item_ranks(s2, watched_j)))
     width = 1 + neighbours
@@ -177,10 +188,13 @@ def responsiveness_report(
     covered = len(rows)
     if max_sequences is not None:
         rows = rows[: int(max_sequences)]
+    context_NxL, query_context_N = eval_set.contexts(rows)
     out = responsiveness(
         model,
         np.asarray(eval_set.items_NxL)[rows],
         np.asarray(eval_set.feedback_NxL)[rows],
+        context_NxL=context_NxL,
+        query_context_N=query_context_N,
         negative_type=types.index(negative) + 1,
         neutral_type=types.index(neutral) + 1,
         k=int(k),

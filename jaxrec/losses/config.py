@@ -45,6 +45,11 @@ class LossConfig:
     explicit_negatives: bool = True
     explicit_weight: float = 1.0
     ntr_on: str = "auto"
+    # Counterfactual not-to-recommend (needs model.catalog_repeats): each positive, had the
+    # listener just given it ``counterfactual_type``, must fall; on the not-to-recommend
+    # term's softmax candidates (``ntr_on``).
+    counterfactual_weight: float = 0.0
+    counterfactual_type: str = "thumbs_down"
     # Candidate corrections.
     logq_correction: bool = True
     mask_context_positives: bool = True
@@ -78,14 +83,19 @@ class LossConfig:
         }
         return tuple(name for name in SOFTMAX_TERMS if weights[name] > 0)
 
-    def ntr_term(self) -> str | None:
-        """The softmax term whose candidate set the not-to-recommend term uses (or None)."""
-        if self.ntr_weight <= 0:
+    def ntr_term(self, weight: float | None = None) -> str | None:
+        """The softmax term whose candidate set the not-to-recommend term uses (or None; with
+        ``weight``, for a term of that weight instead of ``ntr_weight``)."""
+        if (self.ntr_weight if weight is None else weight) <= 0:
             return None
         if self.ntr_on != "auto":
             return self.ntr_on
         softmax_terms = [t for t in self.active_terms() if t != "sampled" or self.type == "softmax"]
         return softmax_terms[0] if softmax_terms else None
+
+    def counterfactual_term(self) -> str | None:
+        """The softmax term the counterfactual not-to-recommend term reads (or None)."""
+        return self.ntr_term(self.counterfactual_weight)
 
 
 def _check(ok: bool, field: str, msg: str) -> None:
@@ -118,8 +128,10 @@ def validate_loss_config(cfg: Any) -> None:
         "ntr_weight",
         "contrast_weight",
         "appeal_weight",
+        "counterfactual_weight",
     ):
         _weight(cfg, f)
+    _check(isinstance(cfg.counterfactual_type, str), "counterfactual_type", "must be a name")
     _weight(cfg, "explicit_weight")
     _check(cfg.type in LOSS_TYPES, "type", f"unknown {cfg.type!r}; expected one of {LOSS_TYPES}")
     _check(cfg.kernel in KERNELS, "kernel", f"unknown {cfg.kernel!r}; expected one of {KERNELS}")
@@ -170,11 +182,13 @@ def validate_loss_config(cfg: Any) -> None:
             "the sampled term needs negatives: set it > 0 (gbce always needs it) or turn on "
             "loss.explicit_negatives",
         )
-    if cfg.ntr_weight > 0:
-        term = cfg.ntr_term()
+    for field in ("ntr_weight", "counterfactual_weight"):
+        if getattr(cfg, field) <= 0:
+            continue
+        term = cfg.ntr_term(getattr(cfg, field))
         _check(
             term is not None,
-            "ntr_weight",
+            field,
             "the not-to-recommend term needs a softmax term (full_softmax, in_batch, or sampled "
             "with type='softmax')",
         )

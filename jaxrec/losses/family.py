@@ -25,6 +25,7 @@ from jaxrec.losses.kernel import softmax_lse
 from jaxrec.losses.terms import (
     Scored,
     contrast_term,
+    counterfactual_term,
     full_softmax_lse,
     in_batch_lse,
     ntr_term,
@@ -69,6 +70,9 @@ class LossTargets:
     history_items_RxH: jax.Array | None = None
     history_offset_NxH: jax.Array | None = None
     row_items_RxL: jax.Array | None = None
+    # The positive's additive term had the listener just rejected it (a counterfactual
+    # history, e.g. with a thumbs-down on it appended): loss.counterfactual_weight.
+    counterfactual_offset_N: jax.Array | None = None
 
     @classmethod
     def create(
@@ -284,6 +288,12 @@ def compute_loss(
         ntr = s.mean_valid(ntr_term(s, lses[ntr_on]))
         metrics["loss_ntr"] = ntr
         loss = loss + c.ntr_weight * ntr
+
+    cf_on = c.counterfactual_term()
+    if cf_on is not None and targets.counterfactual_offset_N is not None:
+        cf = s.mean_valid(counterfactual_term(s, targets, lses[cf_on]))
+        metrics["loss_counterfactual"] = cf
+        loss = loss + c.counterfactual_weight * cf
 
     metrics["loss"] = loss
     metrics["targets"] = jnp.sum(s.valid_N)

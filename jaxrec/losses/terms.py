@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -240,6 +241,19 @@ def ntr_term(s: Scored, lse_N: jax.Array) -> jax.Array:
         s.exp_valid_NxM, s.type_w_NxM * jax.nn.softplus(s.exp_logit_NxM - lse_N[:, None]), 0.0
     )
     return jnp.sum(ntr_NxM, axis=1)
+
+
+def counterfactual_term(s: Scored, targets: Any, lse_N: jax.Array) -> jax.Array:
+    """Counterfactual not-to-recommend (after Wang et al., RecSys 2023), per query: had the
+    listener just rejected the positive, its probability p under the softmax term of
+    log-normaliser ``lse_N`` should be small: -log(1 - p) = softplus(s' - log Z), with s' the
+    positive's logit under the counterfactual offset. Only that offset learns from it: the
+    positive's dot product and the normaliser are held fixed, so the term teaches what a
+    rejection does, not that liked items are unlikely."""
+    offset_N = targets.positive_offset_N
+    raw_N = s.pos_logit_N - (0.0 if offset_N is None else offset_N.astype(jnp.float32))
+    logit_N = jax.lax.stop_gradient(raw_N) + targets.counterfactual_offset_N.astype(jnp.float32)
+    return jax.nn.softplus(logit_N - jax.lax.stop_gradient(lse_N))
 
 
 def contrast_term(
