@@ -13,6 +13,9 @@ base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_
 
 def get_config():
     c = base_config()
+    # The published experiments compare loss and input arms without the catalog repeat term.
+    c.model.catalog_repeats = False
+    c.loss.counterfactual_weight = 0.0
     c.data.simulator.num_users = 1500
     c.data.max_len = 30
     c.model.width = 48

@@ -16,6 +16,9 @@ base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_
 
 def get_config():
     c = base_config()
+    # Measured without the catalog repeat term: off (the quickstart turns it on).
+    c.model.catalog_repeats = False
+    c.loss.counterfactual_weight = 0.0
     c.data.source = "piki"
     c.data.path = str(data_dir() / "piki-sample" / "piki_eval.histories")
     c.data.window = 3

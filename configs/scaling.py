@@ -17,6 +17,9 @@ base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_
 
 def get_config() -> ConfigDict:
     c = base_config()
+    # Published without the catalog repeat term by default (the 30k point names it).
+    c.model.catalog_repeats = False
+    c.loss.counterfactual_weight = 0.0
     c.experiment = ConfigDict()
     c.experiment.scaling_listeners = (3000, 30000, 100000)
     return c

@@ -30,6 +30,8 @@ base_config = load_config_module(Path(__file__).with_name("quickstart.py")).get_
 
 def get_config():
     c = base_config()
+    # No thumbs-down in sessions: the repeat weights learn from the data alone.
+    c.loss.counterfactual_weight = 0.0
     c.data.source = "spotify-sessions"
     c.data.path = str(data_dir() / "spotify-sessions" / "mini-spotify-data.csv")
     c.data.window = 4  # sessions hold 15-20 plays: 4 for test, 4 for validation

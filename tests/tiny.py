@@ -35,6 +35,10 @@ def tiny_config() -> ConfigDict:
     c.data.max_explicit = 4
     c.model.width, c.model.depth, c.model.heads, c.model.mlp_ratio = 16, 1, 2, 2
     c.model.dropout = 0.0
+    # The shipped catalog repeat term and its counterfactual have tests of their own
+    # (test_catalog_repeats.py, test_packing.py); the rest of the suite runs the plain head.
+    c.model.catalog_repeats = False
+    c.loss.counterfactual_weight = 0.0
     c.loss.num_random_negatives = 16
     c.optim.warmup_steps = 5
     c.optim.learning_rate = 1e-2
