@@ -417,21 +417,30 @@ def build_eval_set(
     if sequence == "listener":
         first_event = np.zeros(n, np.int64)
         first_event[row[first_in]] = w_idx[first_in]
-        hist_items, hist_fb, hist_ctx, seen = _listener_histories(
-            events, roles, labels, split, max_len, first_event
-        )
-        return EvalSet(
-            user.astype(np.int32),
-            seqs.astype(np.int32),
-            hist_items,
-            hist_fb,
-            win_items,
-            win_label,
-            win_type,
-            seen,
-            hist_ctx,
-        )
+        *history, seen = _listener_histories(events, roles, labels, split, max_len, first_event)
+    else:
+        *history, seen = _context_histories(events, roles, before, seqs, max_len)
+    return EvalSet(
+        user.astype(np.int32),
+        seqs.astype(np.int32),
+        history[0],
+        history[1],
+        win_items,
+        win_label,
+        win_type,
+        seen,
+        history[2],
+    )
 
+
+def _context_histories(
+    events: Events, roles: Roles, before: np.ndarray, seqs: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, None, tuple[np.ndarray, np.ndarray]]:
+    """Per window of context ``seqs[n]``: its newest ``max_len`` input events ``before`` the
+    window (items, feedback + 1; left-padded; no contexts) and every item it met (CSR)."""
+    n = len(seqs)
+    fb = events.feedback.astype(np.int64)
+    ctx = events.context
     h_idx = np.flatnonzero(before & roles.input_T[fb] & np.isin(ctx, seqs))
     h_ctx = ctx[h_idx]
     k = _rank_from_end(h_ctx)
@@ -446,16 +455,7 @@ def build_eval_set(
     s_idx = np.flatnonzero(before & np.isin(ctx, seqs))
     s_row = np.searchsorted(seqs, ctx[s_idx])
     s_off = np.r_[0, np.cumsum(np.bincount(s_row, minlength=n))]
-    return EvalSet(
-        user.astype(np.int32),
-        seqs.astype(np.int32),
-        hist_items,
-        hist_fb,
-        win_items,
-        win_label,
-        win_type,
-        (s_off, events.item[s_idx]),
-    )
+    return hist_items, hist_fb, None, (s_off, events.item[s_idx])
 
 
 def _listener_histories(
