@@ -67,6 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--probe", choices=("mf", "ridge"), default="mf")
     p.add_argument("--true", action="store_true", help="ridge: the simulator's item vectors")
+    p.add_argument(
+        "--vectors", default="", help="ridge: a trained run's item table (frozen), its workdir"
+    )
     p.add_argument("--listeners", type=int, default=0, help="0: the quickstart's 3,000")
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--l2", type=float, default=3e-5)
@@ -96,20 +99,29 @@ def main() -> None:
         raw[0] = 0
         true_V = jnp.asarray(truth.item_vec_IxD[np.asarray(raw, np.int64)], jnp.float32)
         d = true_V.shape[1]
+    elif args.vectors:
+        from jaxrec.cli import _run_config as load_run_config
+        from jaxrec.train import load_trained
+
+        model, _, _ = load_trained(load_run_config(args.vectors), args.vectors)
+        table = np.asarray(model.item_table())[:v_rows, : int(model.width)]
+        table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-6)
+        true_V = jnp.asarray(table, jnp.float32)
+        d = true_V.shape[1]
     init = lambda *s: jnp.asarray(0.1 * rng.normal(size=s), jnp.float32)
     params = {"q": init(v_rows, d), "g": jnp.asarray(1.0)}
     if args.probe == "mf":
         params["p"] = init(ev.num_users, d)
     else:
         params.update(code=jnp.linspace(1.0, -1.0, types + 1), lam=jnp.asarray(0.0))
-        if args.true:
+        if args.true or args.vectors:
             params.pop("q")
 
     def taste(prm, rows):
         if args.probe == "mf":
             return jnp.einsum("cd,cld->cl", prm["p"][user_C[rows]], prm["q"][items[rows]])
         it, h = items[rows], hend[rows]
-        v = true_V[it] if args.true else prm["q"][it]
+        v = true_V[it] if "q" not in prm else prm["q"][it]
         real = (it > 0).astype(jnp.float32)[..., None]
         x = jnp.concatenate([v, jnp.ones_like(v[..., :1])], -1) * real  # intercept column
         code = prm["code"][fbs[rows]] * real[..., 0]

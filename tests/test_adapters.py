@@ -417,6 +417,19 @@ def test_generic_csv_thresholds_no_header_and_config_file(tmp_path):
     assert feedback_types_for("csv", options) == ("down", "meh", "up")
 
 
+def test_a_mapping_onto_radio_types_gets_the_whole_radio_vocabulary():
+    # A like/hate log mapped onto the built-in names runs under the built-in configs, whose
+    # roles also name skip; names outside that vocabulary keep the mapping's own order.
+    values = {"like": "thumbs_up", "view": "play", "hate": "thumbs_down"}
+    options = {"columns": {"user_id": "u", "item_id": "i", "feedback": "f"}}
+    radio = feedback_types_for("csv", {**options, "feedback": {"values": values}})
+    assert radio == ("thumbs_up", "play", "skip", "thumbs_down")
+    own = feedback_types_for("csv", {**options, "feedback": {"values": {"x": "love", "y": "play"}}})
+    assert own == ("love", "play")
+    fixed = {**options, "feedback": {"values": values}, "feedback_types": list(values.values())}
+    assert feedback_types_for("csv", fixed) == ("thumbs_up", "play", "thumbs_down")
+
+
 def test_generic_options_are_checked(tmp_path):
     path = _write(tmp_path, "g.csv", "u,i,f\n1,2,3\n")
     with pytest.raises(ValueError, match="columns"):

@@ -4,7 +4,9 @@ Options (both): ``columns`` maps event columns to source columns (``user_id``, `
 ``feedback`` required; ``context_id`` defaults to the user, ``timestamp`` to the row's position
 among its user's rows); ``feedback`` is ``{"values": {source_value: type}}`` (matched as text)
 or ``{"thresholds": [[min_value, type], ...]}`` (a number gets the type of the largest
-``min_value`` it reaches); ``feedback_types`` optionally fixes the vocabulary's order;
+``min_value`` it reaches); ``feedback_types`` optionally fixes the vocabulary and its order
+(without it, a mapping onto the radio vocabulary ``thumbs_up, play, skip, thumbs_down`` gets
+all four, so a config written for the built-in data runs on a log without, say, skips);
 ``id_type`` is ``auto`` (default), ``int`` or ``string``, or a mapping id column -> type;
 ``timestamp_format`` a strptime format.
 CSV only: ``delimiter`` (default ``,``) and ``header`` (default true; without a header, source
@@ -37,6 +39,7 @@ from jaxrec.data.adapters.reading import first_line_fields, read_delimited, requ
 from jaxrec.data.adapters.tables import build_table
 from jaxrec.data.events import COLUMNS, DataError
 from jaxrec.data.report import Report
+from jaxrec.data.simulator import FEEDBACK_TYPES as RADIO_TYPES
 
 Options = Mapping[str, Any] | None
 _COMMON = ("columns", "feedback", "feedback_types", "id_type", "timestamp_format")
@@ -44,7 +47,8 @@ _REQUIRED = ("user_id", "item_id", "feedback")
 
 
 def feedback_types(source: str, options: Options) -> tuple[str, ...]:
-    """The feedback vocabulary a generic mapping produces (``feedback_types`` or spec order)."""
+    """The feedback vocabulary a generic mapping produces: ``feedback_types`` if given, else
+    the radio vocabulary if every mapped type is in it, else the mapped types in spec order."""
     if options is not None and hasattr(options, "to_dict"):
         options = options.to_dict()
     spec = _feedback_spec(source, options)
@@ -54,7 +58,7 @@ def feedback_types(source: str, options: Options) -> tuple[str, ...]:
             produced.append(name)
     given = (options or {}).get("feedback_types")
     if given is None:
-        return tuple(produced)
+        return RADIO_TYPES if set(produced) <= set(RADIO_TYPES) else tuple(produced)
     given = tuple(str(g) for g in given)
     absent = [p for p in produced if p not in given]
     if absent or len(set(given)) != len(given):
