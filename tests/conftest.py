@@ -52,6 +52,7 @@ SLOW_MODULES = {
     "test_faults",
     "test_loss_training",
     "test_multiprocess",
+    "test_pallas_backward",
     "test_real_data",
     "test_train",
     "test_train_features",

@@ -20,7 +20,8 @@ streamed candidates.
 ``dense`` materialises the N x C logits (the reference). ``chunked`` streams C in chunks with an
 online logsumexp and a ``jax.custom_vjp`` whose backward pass recomputes each chunk from the
 saved ``lse_N``: memory O(N x chunk + C x D), never O(N x C). ``pallas`` computes the forward
-in a Pallas kernel (see pallas_kernel.py) and shares the chunked backward pass.
+and the backward (dq; dt and dbias, each recomputing tiles from the saved ``lse_N``) in Pallas
+kernels (see pallas_kernel.py); on a GPU its backward falls back to the chunked one.
 """
 
 from __future__ import annotations
@@ -351,15 +352,17 @@ def chunked_lse(
 
 
 # ---------------------------------------------------------------------------------------------
-# Pallas forward + chunked backward.
+# Pallas forward and backward.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
-def _pallas_lse(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk):
-    return _pallas_fwd(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _pallas_lse(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk, backward):
+    return _pallas_fwd(
+        q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk, backward
+    )[0]
 
 
-def _pallas_fwd(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk):
+def _pallas_fwd(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_chunk, backward):
     from jaxrec.losses.pallas_kernel import pallas_partial_lse
 
     ids_C = jnp.arange(t.shape[0], dtype=jnp.int32) if ids is None else ids
@@ -370,8 +373,22 @@ def _pallas_fwd(q, t, ids, bias, extra, excl, block_c, block_q, interpret, bwd_c
     return lse, (q, t, ids, bias, extra, excl, lse)
 
 
-def _pallas_bwd(block_c, block_q, interpret, bwd_chunk, res, g):
-    return _chunked_bwd(bwd_chunk, res, g)
+def _pallas_bwd(block_c, block_q, interpret, bwd_chunk, backward, res, g):
+    """Pallas dq and dt/db kernels (``backward="pallas"``) or the chunked XLA recompute."""
+    if backward == "chunked":
+        return _chunked_bwd(bwd_chunk, res, g)
+    from jaxrec.losses.pallas_kernel import pallas_lse_grads
+
+    q, t, ids, bias, extra, excl, lse = res
+    ids_C = jnp.arange(t.shape[0], dtype=jnp.int32) if ids is None else ids
+    dq, dt, db = pallas_lse_grads(
+        q, t, ids_C, bias, excl[0], lse, g, block_q=block_q, block_c=block_c, interpret=interpret
+    )
+    # The E extra logits are per query (N x E, E small): plain XLA, as in the chunked backward.
+    ok = jnp.isfinite(lse)
+    g = jnp.where(ok, g.astype(_F32), 0.0)
+    d_extra = g[:, None] * jnp.exp(extra - jnp.where(ok, lse, 0.0)[:, None])
+    return dq, dt, None, db, d_extra, None
 
 
 _pallas_lse.defvjp(_pallas_fwd, _pallas_bwd)
@@ -392,14 +409,22 @@ def pallas_lse(
     block_queries: int = 128,
     block_candidates: int = 512,
     interpret: bool = False,
+    backward: str = "auto",
 ) -> jax.Array:
-    """Forward in Pallas (one partial lse per query block x candidate block); the backward is
-    the chunked XLA recompute (``chunk_size``). On CPU, Pallas runs in interpret mode.
+    """Forward and backward in Pallas; on CPU, Pallas runs in interpret mode.
+
+    Forward: one partial lse per query block x candidate block. Backward (``backward``):
+    ``"pallas"`` recomputes each tile's probabilities in two kernels (dq; dt and dbias),
+    ``"chunked"`` is the chunked XLA recompute (``chunk_size``). ``"auto"`` is ``"pallas"``
+    except on a GPU outside interpret mode: the backward kernels accumulate across grid steps,
+    which GPU programs run concurrently, so there it falls back to ``"chunked"``.
 
     The Pallas tiles take per-query exclusions only: ``row_exclude_ids_RxP`` is expanded to
     per-query ids (N x P), and a bool ``row_exclude_RxC`` is not supported."""
     if row_exclude_RxC is not None:
         raise ValueError("loss.kernel='pallas': row_exclude_RxC is not supported")
+    if backward not in ("auto", "pallas", "chunked"):
+        raise ValueError(f"pallas_lse: unknown backward {backward!r}")
     if row_exclude_ids_RxP is not None:
         n = query_NxD.shape[0]
         per_query_NxP = _per_query(row_exclude_ids_RxP, n, query_row_N)
@@ -408,6 +433,8 @@ def pallas_lse(
         exclude_NxP = per_query_NxP.astype(jnp.int32)
     bias_C, extra_NxE, excl = _defaults(query_NxD, cand_CxD, cand_bias_C, extra_NxE, exclude_NxP)
     interpret = bool(interpret) or jax.default_backend() == "cpu"
+    if backward == "auto":
+        backward = "chunked" if jax.default_backend() == "gpu" and not interpret else "pallas"
     return _pallas_lse(
         query_NxD,
         cand_CxD,
@@ -419,6 +446,7 @@ def pallas_lse(
         int(block_queries),
         interpret,
         int(chunk_size),
+        backward,
     )
 
 
