@@ -20,13 +20,13 @@ from ml_collections import ConfigDict
 
 from jaxrec import inference
 from jaxrec.eval.evaluator import Evaluator
-from jaxrec.train import load_trained
+from jaxrec.selection import load_selected
 
 
 def main(workdirs: list[str]) -> None:
     for wd in workdirs:
         cfg = ConfigDict(json.loads((Path(wd) / "config.json").read_text()))
-        model, data, _ = load_trained(cfg, wd)
+        model, data, _ = load_selected(cfg, wd)
         train = data.labels == 0
         item, fb = data.events.item[train], data.events.feedback[train]
         v = data.events.num_items + 1

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
-from jaxrec.train import load_trained
+from jaxrec.selection import load_selected
 
 
 def main(workdir: str) -> None:
     cfg = ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
-    model, data, step = load_trained(cfg, workdir)
+    model, data, step = load_selected(cfg, workdir)
     types = tuple(data.events.feedback_types)
     print(f"{workdir}: step {step}")
     for name in ("catalog_repeat", "appeal_repeat"):

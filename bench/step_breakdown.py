@@ -31,10 +31,8 @@ from flax import nnx
 
 from bench.train_throughput import build_config
 from jaxrec import sharding
-from jaxrec.assembly import length_buckets, packing, prepare_data
-from jaxrec.data import pipeline
+from jaxrec.build import build_run
 from jaxrec.losses import LossTargets, compute_loss
-from jaxrec.step import Trainer
 
 
 def _time(fn, repeats: int) -> float:
@@ -65,13 +63,9 @@ def main() -> None:
         path, value = item.split("=", 1)
         section, key = path.split(".")
         cfg[section][key] = type(cfg[section][key])(value)
-    data = prepare_data(cfg)
-    mesh = sharding.make_mesh(cfg.mesh)
-    ts = Trainer(cfg, data, mesh)
-    buckets = length_buckets(cfg, data)
-    packed, _ = packing(cfg, data, buckets)
-    sampler = pipeline.BatchSampler(data.train, int(cfg.train.batch_size), 0, buckets, packed)
-    host = sampler(0)
+    run = build_run(cfg, sharding.make_mesh(cfg.mesh))
+    ts, buckets, packed = run.trainer, run.buckets, run.packed
+    host = run.dataset(1)[0]  # the first batch training draws (the bench configs: seed 0)
     batch = {k: jnp.asarray(v) for k, v in host.items()}
     model = ts.model
     graphdef, params = nnx.split(model)

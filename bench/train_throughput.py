@@ -197,24 +197,24 @@ def measure(
     import numpy as np
 
     from jaxrec import sharding
-    from jaxrec.assembly import length_buckets, packing, prepare_data
+    from jaxrec.build import build_run
     from jaxrec.config import validate_config
     from jaxrec.data import pipeline
-    from jaxrec.step import Trainer
 
     if steps < 1 or warmup < 1:
         raise ValueError(f"--steps and --warmup must be >= 1, got {steps} and {warmup}")
     t_start = time.perf_counter()
     total = warmup + steps
-    cfg.train.steps = total  # the learning-rate schedule's length; nothing else depends on it
+    # A budget of `total` steps: the learning-rate schedule's length; nothing else depends on it.
+    cfg.train.steps = total
+    if "epochs" in cfg.train:
+        cfg.train.epochs = 0.0
     validate_config(cfg)
-    data = prepare_data(cfg)
-    t_data = time.perf_counter()
     mesh = sharding.make_mesh(cfg.mesh)
-    ts = Trainer(cfg, data, mesh)
+    built = build_run(cfg, mesh)
+    data, buckets, packed, ts = built.data, built.buckets, built.packed, built.trainer
+    t_data = time.perf_counter() - built.init_seconds  # data and batch layout; then the Trainer
     batch_size = int(cfg.train.batch_size)
-    buckets = length_buckets(cfg, data)
-    packed, _ = packing(cfg, data, buckets)
     # Warm-up runs until every batch shape (bucket length, packed rows) of the run has
     # compiled, so no compile is timed.
     sampler = pipeline.BatchSampler(data.train, batch_size, int(cfg.seed), buckets, packed)
@@ -225,10 +225,7 @@ def measure(
         warmup = max(warmup, shapes.index(shapes[-1]) + 1)
     total = warmup + steps
     cfg.train.steps = total
-    dataset = pipeline.batch_dataset(
-        data.train, batch_size, int(cfg.seed), total, buckets=buckets, packing=packed
-    )
-    batches = pipeline.batch_iterator(dataset)
+    batches = pipeline.batch_iterator(built.dataset(total))
 
     examples: dict[tuple[int, int], dict] = {}  # a host batch of each timed (rows, length)
     counts: dict[tuple[int, int], int] = {}

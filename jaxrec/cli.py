@@ -126,9 +126,9 @@ def cmd_eval(argv: Sequence[str]) -> None:
     if not fv.responsiveness:
         return
     from jaxrec.eval.responsiveness import format_report, responsiveness_report
-    from jaxrec.train import load_trained
+    from jaxrec.selection import load_selected
 
-    model, data, step = load_trained(cfg, fv.workdir)
+    model, data, step = load_selected(cfg, fv.workdir)
     try:
         report = responsiveness_report(
             model, data, int(cfg.eval.k), fv.negative_type, fv.neutral_type, split=fv.split

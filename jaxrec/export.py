@@ -288,52 +288,6 @@ def step_metrics(workdir: str | Path, step: int) -> dict[str, Any]:
     return out
 
 
-def load_model(cfg: Any, workdir: str | Path, step: int | None = None):
-    """(model, data, step): the checkpoint of ``step`` (under checkpoints/ or best/), or else the
-    run's selected one (``train.select``: the newest intact best-validation step, else the newest
-    intact last one), like ``load_trained`` but read-only: a damaged step is skipped, never moved
-    aside, so exporting cannot change the run."""
-    from jaxrec import checkpoint, sharding
-    from jaxrec.assembly import prepare_data
-    from jaxrec.config import validate_config
-    from jaxrec.step import Trainer
-
-    validate_config(cfg)
-    data = prepare_data(cfg)
-    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
-    if step is not None:
-        names = ["checkpoints", "best"]
-    else:
-        names = ["best", "checkpoints"] if cfg.train.select == "best" else ["checkpoints"]
-    saved: set[int] = set()
-    damaged: list[str] = []
-    for name in names:
-        if not (Path(workdir) / name).is_dir():
-            continue
-        ckpt = checkpoint.Checkpointer(workdir, int(cfg.train.keep_checkpoints), name=name)
-        try:
-            steps = ckpt.all_steps()
-            saved.update(steps)
-            for s in [step] if step is not None else reversed(steps):
-                if s not in steps:
-                    continue
-                why = ckpt.verify(s)
-                if why is not None:
-                    damaged.append(f"{ckpt.directory / str(s)}: {why}")
-                    continue
-                ts.restore(ckpt, s)
-                return ts.model, data, s
-        finally:
-            ckpt.close()
-    if damaged:
-        raise checkpoint.DamagedCheckpoint(f"no intact checkpoint to export; {damaged[0]}")
-    if step is not None:
-        raise FileNotFoundError(
-            f"{workdir}: no checkpoint of step {step}; saved steps: {sorted(saved) or 'none'}"
-        )
-    raise FileNotFoundError(f"{Path(workdir) / 'checkpoints'}: no checkpoint to export")
-
-
 def export_run(
     cfg: Any,
     workdir: str | Path,
@@ -349,8 +303,9 @@ def export_run(
     ``exclude_feedback`` defaults to ``cfg.serving.exclude_feedback`` when the config has it,
     else to the run's ``feedback.negative`` types."""
     from jaxrec.data.counts import TrainingCounts
+    from jaxrec.selection import load_selected
 
-    model, data, step = load_model(cfg, workdir, None if step is None else int(step))
+    model, data, step = load_selected(cfg, workdir, None if step is None else int(step))
     if exclude_feedback is None:
         serving = cfg.get("serving", None) or {}
         exclude_feedback = tuple(serving.get("exclude_feedback", cfg.feedback.negative))

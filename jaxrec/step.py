@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,6 +29,7 @@ NOT_DECAYED = (
     # between its few updates.
     "appeal_repeat",
     "catalog_repeat",
+    "appeal_pool",
     "appeal_bias",
     "item_bias",
     "feedback_gate",
@@ -75,7 +77,8 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     """AdamW with warm-up and cosine decay, clipped. ``bias_lr_multiplier`` scales the steps of
     the catalog's per-item bias, ``appeal_bias_lr_multiplier`` those of the appeal head's (0
     freezes it), ``appeal_repeat_lr_multiplier`` and ``catalog_repeat_lr_multiplier`` those of
-    the two repeat terms' weights (2 x (T + 2) scalars each). An item appears
+    the two repeat terms' weights (2 x (T + 2) scalars each), ``appeal_pool_lr_multiplier`` the
+    appeal pool's T + 2 weights. An item appears
     in few batches, and Adam moves a parameter by about the learning rate per appearance, so at
     the transformer's rate a bias barely leaves its initial value in a run."""
     schedule = optax.warmup_cosine_decay_schedule(
@@ -98,6 +101,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         ("appeal_bias", "appeal_bias_lr_multiplier"),
         ("appeal_repeat", "appeal_repeat_lr_multiplier"),
         ("catalog_repeat", "catalog_repeat_lr_multiplier"),
+        ("appeal_pool", "appeal_pool_lr_multiplier"),
     ):
         multiplier = float(cfg.get(field, 1.0))
         if multiplier != 1.0:
@@ -228,6 +232,12 @@ def catalog_repeat_targets(
     )
 
 
+# Fault injection, for tests only (tests/conftest.py's ``nonfinite_loss_at``): a traced
+# ``(hidden [B, L, D], step) -> hidden`` applied to the encoder's output inside the step, e.g. to
+# make one step's loss NaN. Read when a step is built; None (always, outside tests) adds nothing.
+fault_hook: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+
+
 def make_train_step(
     graphdef,
     cfg: Any,
@@ -236,8 +246,6 @@ def make_train_step(
     item_counts: np.ndarray,
     state_sharding,
     batch_sharding,
-    *,
-    inject_nonfinite_at: int | None = None,
 ):
     """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
     of (seed, step), so a resumed run repeats an uninterrupted one exactly.
@@ -250,11 +258,9 @@ def make_train_step(
     so the activations of one micro-batch at a time are live); their gradients are averaged
     weighted by their numbers of targets, which equals the full batch's gradient for terms that
     are a mean over targets. One optimizer update per step.
-
-    ``inject_nonfinite_at`` (tests only): the loss of step number ``inject_nonfinite_at``
-    (1-based, as in metrics.jsonl) is made NaN inside the compiled step; None adds nothing.
     """
     loss_cfg = cfg.loss
+    fault = fault_hook  # read once: a step built without it compiles nothing extra
     base_key = jax.random.key(int(cfg.seed))
     weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
     item_log_prob_V = None
@@ -311,9 +317,8 @@ def make_train_step(
             rngs=nnx.Rngs(dropout=drop_key),
             deterministic=False,
         )
-        if inject_nonfinite_at is not None:  # test hook: a NaN in every loss term
-            bad = step + 1 == int(inject_nonfinite_at)
-            hidden_BxLxD = hidden_BxLxD + jnp.where(bad, jnp.nan, 0.0).astype(hidden_BxLxD.dtype)
+        if fault is not None:
+            hidden_BxLxD = fault(hidden_BxLxD, step)
         query_BxLxD = model.catalog_query(hidden_BxLxD)
         query_NxD = query_BxLxD.reshape(-1, query_BxLxD.shape[-1])
         loss, metrics = compute_loss(
@@ -436,8 +441,6 @@ class Trainer:
         cfg: Any,
         data: Data,
         mesh: jax.sharding.Mesh,
-        *,
-        inject_nonfinite_at: int | None = None,
     ):
         self.mesh = mesh
         with jax.set_mesh(mesh):
@@ -458,7 +461,6 @@ class Trainer:
             ],
             self.state_sharding,
             sharding.batch_sharding(mesh),
-            inject_nonfinite_at=inject_nonfinite_at,
         )
 
     @property

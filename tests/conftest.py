@@ -1,5 +1,6 @@
 """Shared test set-up: a persistent compilation cache and tiny configs, so the suite stays fast."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,6 +41,29 @@ def shared_data():
         return path
 
     return need
+
+
+@pytest.fixture
+def nonfinite_loss_at():
+    """``with nonfinite_loss_at(k): ...``: the training steps built inside (``step.Trainer``,
+    ``train.train``) make the loss of step ``k`` (1-based, as in metrics.jsonl) NaN inside the
+    jit; a step built there keeps doing so after the block."""
+    import jax.numpy as jnp
+
+    from jaxrec import step
+
+    @contextlib.contextmanager
+    def inject(k: int):
+        def nan_at(hidden, i):  # i: the 0-based step the jitted step is called with
+            return hidden + jnp.where(i + 1 == k, jnp.nan, 0.0).astype(hidden.dtype)
+
+        step.fault_hook = nan_at
+        try:
+            yield
+        finally:
+            step.fault_hook = None
+
+    return inject
 
 
 # The slow tier (`-m slow`): end-to-end runs, subprocesses and multi-process jobs; everything

@@ -203,14 +203,15 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
 
 
 def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tmp_path):
-    from jaxrec.export import export_run, load_model
+    from jaxrec.export import export_run
+    from jaxrec.selection import load_selected
     from jaxrec.serving import Recommender
 
     cfg, wd, _ = appeal_run
     out, _ = export_run(cfg, wd, tmp_path / "export", k=5, platforms=("cpu",))
     rec = Recommender(out)
     assert rec.has_appeal
-    model, data, _ = load_model(cfg, wd)
+    model, data, _ = load_selected(cfg, wd)
     row = 0
     items, fb = data.test.items_NxL[row], data.test.feedback_NxL[row]
     history = [

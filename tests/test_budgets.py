@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from jaxrec.budget import run_budget
 from jaxrec.config import validate_config
-from jaxrec.train import check_resume_config, run_budget, train
+from jaxrec.train import check_resume_config, train
 
 SPE = 10  # 163 training examples // batch 16 on the config below
 
@@ -71,12 +72,12 @@ def test_budget_fields_must_be_numbers_at_least_zero(cfg, field, value):
 
 
 def test_bad_budget_fails_before_data_is_read(cfg, tmp_path, monkeypatch):
-    import jaxrec.train as t
+    import jaxrec.build
 
     def no_data(*_):
         raise AssertionError("data read")
 
-    monkeypatch.setattr(t, "prepare_data", no_data)
+    monkeypatch.setattr(jaxrec.build, "prepare_data", no_data)
     cfg.train.max_minutes = -5.0
     with pytest.raises(ValueError, match="config.train.max_minutes"):
         train(cfg, tmp_path, progress=False)

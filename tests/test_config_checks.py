@@ -4,6 +4,7 @@
 import pytest
 from ml_collections import ConfigDict
 
+from jaxrec import build as build_module
 from jaxrec import train as train_module
 from jaxrec.config import validate_config
 from tests.tiny import tiny_config
@@ -73,6 +74,6 @@ def test_cloze_checks_come_before_any_data_is_read(tmp_path, monkeypatch):
     def no_data(cfg):
         raise AssertionError("data read before the config was checked")
 
-    monkeypatch.setattr(train_module, "prepare_data", no_data)
+    monkeypatch.setattr(build_module, "prepare_data", no_data)
     with pytest.raises(ValueError, match=r"^config\.model\.appeal_head: "):
         train_module.train(_cloze_with_appeal_head(), tmp_path, progress=False)

@@ -18,7 +18,8 @@ from jaxrec.experiments import num_negatives
 from jaxrec.losses import LossTargets, compute_loss
 from jaxrec.losses.config import LossConfig
 from jaxrec.losses.kernel import softmax_lse
-from jaxrec.train import selection_state, train
+from jaxrec.selection import selection_state
+from jaxrec.train import train
 from tests.tiny import ALL_INPUTS, event_table
 
 TYPES = simulator.FEEDBACK_TYPES

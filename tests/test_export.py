@@ -10,8 +10,9 @@ from flax import nnx
 from jaxrec import export, inference
 from jaxrec.cli import main
 from jaxrec.model import SequenceModel
+from jaxrec.selection import load_selected
 from jaxrec.serving import Recommender
-from jaxrec.train import load_trained, train
+from jaxrec.train import train
 from tests.tiny import tiny_config
 
 
@@ -22,7 +23,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     train(cfg, root / "run", progress=False)
     main(["export", "--workdir", str(root / "run"), "--out", str(root / "exp"), "--k", "5"])
-    model, data, step = load_trained(cfg, root / "run")
+    model, data, step = load_selected(cfg, root / "run")
     return cfg, root, model, data, step
 
 
@@ -122,7 +123,7 @@ def test_export_of_a_given_step(run, capsys):
     m = json.loads((root / "exp15" / "manifest.json").read_text())
     assert m["step"] == 15
     assert "test" not in m["metrics"]  # eval_test.json measured step 30
-    model15, data, _ = export.load_model(cfg, root / "run", 15)
+    model15, data, _ = load_selected(cfg, root / "run", 15)
     items, fb = data.test.items_NxL[:4], data.test.feedback_NxL[:4]
     q = Recommender(root / "exp15")._query.call(items, fb)
     np.testing.assert_allclose(
@@ -131,7 +132,7 @@ def test_export_of_a_given_step(run, capsys):
     with pytest.raises(
         FileNotFoundError, match=r"no checkpoint of step 7; saved steps: \[0, 15, 30\]"
     ):
-        export.load_model(cfg, root / "run", 7)
+        load_selected(cfg, root / "run", 7)
 
 
 def test_item_bias_export(tmp_path):
@@ -165,7 +166,7 @@ def test_export_never_moves_a_damaged_checkpoint(run, tmp_path, capsys):
     assert not (tmp_path / "run" / "damaged").exists()
     for s in ("15", "30"):
         (tmp_path / "run" / "checkpoints" / s / "jaxrec_checksums.json").unlink()
-    with pytest.raises(SystemExit, match="no intact checkpoint to export"):
+    with pytest.raises(SystemExit, match="no intact checkpoint to load"):
         main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "e")])
 
 

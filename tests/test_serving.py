@@ -311,12 +311,12 @@ print("RESULT " + json.dumps({"devices": jax.device_count()}))
 
 def test_export_of_a_checkpoint_from_another_mesh_equals_the_in_process_model(tmp_path):
     """Trained and checkpointed on a (4, 2) mesh of 8 devices, exported here on 1 device: the
-    export's top-k and user vectors are those of the model ``load_trained`` restores here."""
+    export's top-k and user vectors are those of the model ``load_selected`` restores here."""
     from ml_collections import ConfigDict
 
     from jaxrec import inference
     from jaxrec.export import export_run
-    from jaxrec.train import load_trained
+    from jaxrec.selection import load_selected
 
     wd = tmp_path / "run"
     assert run_on_fake_devices(_TRAIN_ON_8, str(wd))["devices"] == 8
@@ -324,7 +324,7 @@ def test_export_of_a_checkpoint_from_another_mesh_equals_the_in_process_model(tm
     cfg = ConfigDict(json.loads((wd / "config.json").read_text()))
     assert list(cfg.mesh.shape) == [4, 2]
     cfg.mesh.shape = (-1, 1)  # this process has one device
-    model, data, step = load_trained(cfg, wd)
+    model, data, step = load_selected(cfg, wd)
     k = 5
     path, exported_step = export_run(
         cfg, wd, tmp_path / "exp", k=k, platforms=("cpu",), exclude_feedback=()

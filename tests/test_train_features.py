@@ -53,9 +53,10 @@ def straight_run(tmp_path_factory):
 # ---- non-finite loss -------------------------------------------------------------------------
 
 
-def test_a_nonfinite_step_leaves_the_state_unchanged(cfg):
+def test_a_nonfinite_step_leaves_the_state_unchanged(cfg, nonfinite_loss_at):
     data = prepare_data(cfg)
-    ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh), inject_nonfinite_at=1)
+    with nonfinite_loss_at(1):
+        ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))
     from jaxrec.data import pipeline
 
     dataset = pipeline.batch_dataset(data.train, int(cfg.train.batch_size), 0, 2)
@@ -77,10 +78,12 @@ def test_nonfinite_terms_are_named():
     assert nonfinite_terms({"loss": 1.0, "loss_sampled": 1.0, "grad_norm": nan}) == ["gradients"]
 
 
-def test_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoint(straight_run, tmp_path):
+def test_nonfinite_loss_stops_the_run_and_keeps_the_good_checkpoint(
+    straight_run, tmp_path, nonfinite_loss_at
+):
     cfg, wd, test = straight_run
-    with pytest.raises(NonFiniteLoss) as info:
-        train(cfg, tmp_path, progress=False, inject_nonfinite_at=20)
+    with pytest.raises(NonFiniteLoss) as info, nonfinite_loss_at(20):
+        train(cfg, tmp_path, progress=False)
     message = str(info.value)
     assert "step 20" in message and "loss_sampled" in message and "\n" not in message
     # Step 15's checkpoint, from before the bad step, is the only one; nothing saved after it.
@@ -110,10 +113,11 @@ def test_nonfinite_loss_is_a_user_error():
     assert is_user_error(NonFiniteLoss("non-finite loss_sampled at step 3"))
 
 
-def test_skip_nonfinite_steps_skips_and_logs_them(cfg, tmp_path):
+def test_skip_nonfinite_steps_skips_and_logs_them(cfg, tmp_path, nonfinite_loss_at):
     _quick(cfg)
     cfg.train.skip_nonfinite_steps = 1
-    test = train(cfg, tmp_path, progress=False, inject_nonfinite_at=13)
+    with nonfinite_loss_at(13):
+        test = train(cfg, tmp_path, progress=False)
     assert np.isfinite(test["pairwise_accuracy"])
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [10, 20, 30]

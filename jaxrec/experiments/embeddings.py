@@ -60,13 +60,13 @@ def dominant_type(events: Any, labels: np.ndarray) -> np.ndarray:
 
 def run(ctx: ExperimentContext) -> dict[str, Any]:
     """Runs the ``embeddings`` experiment; returns its result."""
-    from jaxrec.train import load_trained
+    from jaxrec.selection import load_selected
 
     arm = Arm("base", "base config", {}, "the base config as given")
     runs = ctx.run_arms([arm])
     cos, first = [], None
     for k in range(ctx.seeds):
-        model, data, _ = load_trained(ctx.config(arm, k), ctx.run_dir(arm, k))
+        model, data, _ = load_selected(ctx.config(arm, k), ctx.run_dir(arm, k))
         cos.append(cosine_matrix(np.asarray(model.feedback_table())[1:]))
         if k == 0:
             first = (np.asarray(model.item_table())[1:, : model.width], data)  # no bias

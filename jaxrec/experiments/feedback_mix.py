@@ -59,10 +59,10 @@ def history_shares(events: Any, labels: np.ndarray, context_N: np.ndarray) -> np
 def sequence_scores(ctx: ExperimentContext, arm: Arm, k: int) -> dict[str, Any]:
     """The evaluator's test-window scores of one finished run, with each sequence's shares."""
     from jaxrec.eval.evaluator import Evaluator
-    from jaxrec.train import load_trained
+    from jaxrec.selection import load_selected
 
     cfg = ctx.config(arm, k)
-    model, data, _ = load_trained(cfg, ctx.run_dir(arm, k))
+    model, data, _ = load_selected(cfg, ctx.run_dir(arm, k))
     scores, _ = Evaluator(cfg.eval).scores(model, data.test)
     neg_types = [
         t for t, n in zip(data.events.feedback_types, data.roles.negative_T, strict=True) if n

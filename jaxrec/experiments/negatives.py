@@ -240,14 +240,14 @@ def _responsiveness(ctx: ExperimentContext, arm_list: list[Arm]) -> dict[str, An
     current top-1 item (:func:`jaxrec.eval.responsiveness.responsiveness_report`), on at most
     ``RESPONSIVENESS_SEQUENCES`` test histories."""
     from jaxrec.eval.responsiveness import responsiveness_report
-    from jaxrec.train import load_trained
+    from jaxrec.selection import load_selected
 
     k = int(ctx.base.eval.k)
     out: dict[str, Any] = {"k": k, "max_sequences": RESPONSIVENESS_SEQUENCES, "arms": {}}
     for a in arm_list:
         per_seed = []
         for s in range(ctx.seeds):
-            model, data, _ = load_trained(ctx.config(a, s), ctx.run_dir(a, s))
+            model, data, _ = load_selected(ctx.config(a, s), ctx.run_dir(a, s))
             try:
                 r = responsiveness_report(
                     model,
