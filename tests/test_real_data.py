@@ -110,6 +110,7 @@ def test_real_configs_train_end_to_end(name, rel, shared_data, tmp_path):
     cfg.model.width, cfg.model.depth, cfg.model.mlp_ratio = 16, 1, 2
     cfg.train.steps, cfg.train.log_every, cfg.train.eval_every = 6, 3, 6
     cfg.train.checkpoint_every = 6
+    cfg.train.epochs = cfg.train.eval_every_epochs = 0  # a 6-step budget, not the shipped epochs
     test = train(cfg, tmp_path, progress=False)
     assert test["sequences"] > 0 and np.isfinite(test["hr@10"])
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -205,13 +205,29 @@ def with_repeat_counts(counts: TrainingCounts, base: Scorer, w_pos: float, w_neg
     return score
 
 
-def ease_repeats(counts: TrainingCounts, tune: Tuner) -> Scorer:
-    """EASE plus repeat counts, the weights chosen by ``tune`` (validation) on a grid: the
-    positive weight first, then the negative weight at the chosen positive one."""
-    base = ease(counts)
-    w_pos = max(REPEAT_POSITIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, base, w, 0.0)))
+def _memo(base: Scorer) -> Scorer:
+    """``base`` remembering its scores per history batch: the grid search scores the same
+    validation batches once per candidate weight."""
+    seen: dict[bytes, np.ndarray] = {}
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        key = np.asarray(items_BxL).tobytes() + b"|" + np.asarray(feedback_BxL).tobytes()
+        if key not in seen:
+            seen[key] = base(items_BxL, feedback_BxL)
+        return seen[key]
+
+    return score
+
+
+def ease_repeats(counts: TrainingCounts, tune: Tuner, base: Scorer | None = None) -> Scorer:
+    """EASE (``base``, if already fitted) plus repeat counts, the weights chosen by ``tune``
+    (validation) on a grid: the positive weight first, then the negative weight at the chosen
+    positive one."""
+    base = ease(counts) if base is None else base
+    grid = _memo(base)
+    w_pos = max(REPEAT_POSITIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, grid, w, 0.0)))
     w_neg = max(
-        REPEAT_NEGATIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, base, w_pos, w))
+        REPEAT_NEGATIVE_GRID, key=lambda w: tune(with_repeat_counts(counts, grid, w_pos, w))
     )
     scorer = with_repeat_counts(counts, base, w_pos, w_neg)
     scorer.weights = {"positive": w_pos, "negative": w_neg}  # type: ignore[attr-defined]
@@ -252,7 +268,10 @@ def fit(
         if name in TUNED:
             if tune is None:
                 raise ValueError(f"baselines: {name!r} chooses its weights on validation windows")
-            out[name] = TUNED[name](counts, tune)
+            if name == "ease_repeats" and "ease" in out:  # one V x V inversion, not two
+                out[name] = ease_repeats(counts, tune, out["ease"])
+            else:
+                out[name] = TUNED[name](counts, tune)
         else:
             out[name] = FITTERS[name](counts)
     return out
