@@ -24,6 +24,10 @@ from jaxrec.data.sequences import TRAIN, Roles
 APPEAL_LAMBDA_ITEM = 1.0
 APPEAL_LAMBDA_CONTEXT = 0.3
 APPEAL_SWEEPS = 30
+# Newton steps are clipped to this many logits: on skewed labels (e.g. 92% liked) an item
+# with many events and few likes starts where p (1 - p) is tiny, and a full step overshoots
+# back and forth (its effect ended at +85 logits for 83 likes of 403 before the clip).
+MAX_NEWTON_STEP = 1.0
 REPEAT_LAMBDA = 1.0  # ridge on item_appeal_repeats' 2 T repeat weights
 
 
@@ -154,9 +158,11 @@ def fit_item_appeal(
         for effect, idx, n, lam in ((a, item, v, lam_item), (c, ctx, n_ctx, lam_context)):
             p = 1.0 / (1.0 + np.exp(-logit()))
             grad = np.bincount(idx, y - p, n) - lam * effect
-            effect += grad / (np.bincount(idx, p * (1 - p), n) + lam)
+            step = grad / (np.bincount(idx, p * (1 - p), n) + lam)
+            effect += np.clip(step, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
         if x is not None:
             p = 1.0 / (1.0 + np.exp(-logit()))
             hess = (x * (p * (1 - p))[:, None]).T @ x + REPEAT_LAMBDA * np.eye(len(w))
-            w += np.linalg.solve(hess, x.T @ (y - p) - REPEAT_LAMBDA * w)
+            step = np.linalg.solve(hess, x.T @ (y - p) - REPEAT_LAMBDA * w)
+            w += np.clip(step, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
     return g + a, w
