@@ -100,6 +100,9 @@ def get_config() -> ConfigDict:
     # The head also reads the listener's earlier reactions to the same item in the history
     # (a repeat term; ignored without the head).
     c.model.appeal_repeats = True
+    # Per feedback type, a learned weight x the mean embedding of the history's songs with
+    # that reaction, dotted with the song's: appeal from the songs near it (item-kNN).
+    c.model.appeal_pool = False
     # The catalog score reads the listener's earlier reactions to the item itself, with weights
     # per feedback type learned by the catalog loss (a thumbs-down can sink that one song),
     # with the counterfactual term below teaching what a rejection does.
@@ -148,6 +151,7 @@ def get_config() -> ConfigDict:
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
     c.optim.appeal_repeat_lr_multiplier = 1.0  # and for its repeat weights
+    c.optim.appeal_pool_lr_multiplier = 10.0  # and for its pool weights (model.appeal_pool)
     # The catalog repeat term's 2 x (T + 2) weights: at the transformer's rate they could move
     # about 1 in a run (lr x steps), too little for a thumbs-down to sink a song.
     c.optim.catalog_repeat_lr_multiplier = 20.0

@@ -181,9 +181,19 @@ def validate_config(cfg: Any) -> None:
                 f"config.loss.counterfactual_type: unknown feedback type {name!r}; known: "
                 f"{list(types)}"
             )
+    if cfg.model.get("appeal_pool", False) and not cfg.model.get("appeal_head", False):
+        raise ValueError(
+            "config.model.appeal_pool: the appeal head's term; set config.model.appeal_head=True"
+        )
     if "appeal_width" in cfg.model:
         _positive_int(cfg, "model.appeal_width", 0)
-    for name in ("appeal_head", "appeal_personal", "appeal_repeats", "catalog_repeats"):
+    for name in (
+        "appeal_head",
+        "appeal_personal",
+        "appeal_repeats",
+        "catalog_repeats",
+        "appeal_pool",
+    ):
         if not isinstance(cfg.model.get(name, False), bool):
             raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
     for name in (
@@ -191,6 +201,7 @@ def validate_config(cfg: Any) -> None:
         "appeal_bias_lr_multiplier",
         "appeal_repeat_lr_multiplier",
         "catalog_repeat_lr_multiplier",
+        "appeal_pool_lr_multiplier",
     ):
         if float(cfg.optim.get(name, 1.0)) < 0:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {cfg.optim[name]}")

@@ -247,6 +247,15 @@ class SequenceModel(nnx.Module):
         self.catalog_repeat = nnx.data(None)
         if cfg.get("catalog_repeats", False):
             self.catalog_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
+        # Optional reaction pool of the appeal head: per feedback type t, a weight v_t times the
+        # mean output embedding of the history's songs that got t; song i's appeal gains
+        # e_i . sum_t v_t mean_j e_j, i.e. how near it lies to what the listener liked and
+        # rejected (item-kNN over reactions). The embeddings are read with the gradient
+        # stopped: only the T + 2 weights, started at 0, learn from the appeal loss, so the
+        # term cannot overfit the way a free listener x item term does at small data.
+        self.appeal_pool = nnx.data(None)
+        if cfg.get("appeal_head", False) and cfg.get("appeal_pool", False):
+            self.appeal_pool = nnx.Param(jnp.zeros((num_feedback_types + 2,), jnp.float32))
         self.embed_dropout = Dropout(float(cfg.dropout))
         # Listener sequences (data.sequence = "listener"): each layer and head adds a learned
         # logit to the attention paid to tokens of the query's own context (station), so one
@@ -368,14 +377,41 @@ class SequenceModel(nnx.Module):
                 bias = same_BxLxL[:, None] * self.context_bias[...][i][None, :, None, None]
             x = block(x, mask, rngs, deterministic, bias)
         hidden = self.final_norm(x).astype(jnp.float32)
+        if self.appeal_pool is not None:  # D more channels, read by appeal_query only
+            pool = self.pooled_reactions(self.appeal_pool[...], items_BxL, feedback_BxL, segment)
+            hidden = jnp.concatenate([hidden, pool], axis=-1)
         if unpack_BxL is None:
             return hidden
         d = hidden.shape[-1]
         flat = move_rows(hidden.reshape(-1, d), unpack_BxL.reshape(-1), pack_src_RxL.reshape(-1))
         return flat.reshape(*unpack_BxL.shape, d)
 
+    def pooled_reactions(
+        self,
+        weights_T: jax.Array,
+        items_BxL: jax.Array,
+        feedback_BxL: jax.Array,
+        segment_BxL: jax.Array | None = None,
+    ) -> jax.Array:
+        """``[B, L, D]``: at each slot, sum_t w_t x the mean output embedding of the tokens of
+        type t it reads (causal; its own segment's only when ``segment_BxL`` is given). The
+        embeddings are unit length, so the term is a weighted mean cosine, and read with the
+        gradient stopped."""
+        length = items_BxL.shape[1]
+        onehot_BxLxT = jax.nn.one_hot(feedback_BxL, weights_T.shape[0]) * (items_BxL > 0)[..., None]
+        reads_BxQxL = jnp.broadcast_to(jnp.tril(jnp.ones((length, length))), (1, length, length))
+        if segment_BxL is not None:
+            reads_BxQxL = reads_BxQxL * (segment_BxL[:, :, None] == segment_BxL[:, None, :])
+        counts_BxQxT = jnp.einsum("bql,blt->bqt", reads_BxQxL, onehot_BxLxT)
+        per_type_BxQxT = weights_T / jnp.maximum(counts_BxQxT, 1.0)
+        coef_BxQxL = reads_BxQxL * jnp.einsum("bqt,blt->bql", per_type_BxQxT, onehot_BxLxT)
+        table = self.output_embed if self.output_embed is not None else self.item_embed
+        emb_BxLxD = jax.lax.stop_gradient(_unit(table(items_BxL).astype(jnp.float32)))
+        return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxD)
+
     def catalog_query(self, hidden_BxLxD: jax.Array) -> jax.Array:
         """Catalog queries: the hidden state, with a constant 1 appended for the item bias."""
+        hidden_BxLxD = hidden_BxLxD[..., : self.width]  # without the appeal pool's channels
         if self.item_bias is None:
             return hidden_BxLxD
         ones = jnp.ones((*hidden_BxLxD.shape[:-1], 1), hidden_BxLxD.dtype)
@@ -385,20 +421,28 @@ class SequenceModel(nnx.Module):
         """Appeal queries ``[..., A + 2]``: (q_a, 1, c) against :meth:`appeal_table`'s rows
         (f_i, a_i, 1), so the score is q_a . f_i + a_i + c (A = 0 without the personal term).
         The per-query offset c does not change the order of items; it lets the head be a
-        calibrated like-probability."""
-        proj = self.appeal_proj(hidden_BxLxD)
+        calibrated like-probability. With the appeal pool, its D channels of the hidden state
+        lead, against the item embeddings: (p, q_a, 1, c) . (e_i, f_i, a_i, 1)."""
+        proj = self.appeal_proj(hidden_BxLxD[..., : self.width])
         ones = jnp.ones((*proj.shape[:-1], 1), proj.dtype)
-        return jnp.concatenate([proj[..., :-1], ones, proj[..., -1:]], axis=-1)
+        parts = [proj[..., :-1], ones, proj[..., -1:]]
+        if self.appeal_pool is not None:
+            parts.insert(0, hidden_BxLxD[..., self.width :])
+        return jnp.concatenate(parts, axis=-1)
 
     def appeal_table(self) -> jax.Array:
-        """Appeal rows ``[V + 1, A + 2]``: the item vectors, the appeal bias, 1."""
+        """Appeal rows ``[V + 1, A + 2]``: the item vectors, the appeal bias, 1; with the appeal
+        pool, the unit output embeddings (gradient stopped) lead."""
         bias = self.appeal_bias.embedding[: self.num_items + 1]
         parts = [bias, jnp.ones_like(bias)]
+        table = self.output_embed if self.output_embed is not None else self.item_embed
+        output_VxD = table.embedding[: self.num_items + 1].astype(bias.dtype)
         if self.appeal_embed is not None:
             parts.insert(0, self.appeal_embed.embedding[: self.num_items + 1])
         elif self.appeal_personal:
-            table = self.output_embed if self.output_embed is not None else self.item_embed
-            parts.insert(0, table.embedding[: self.num_items + 1].astype(bias.dtype))
+            parts.insert(0, output_VxD)
+        if self.appeal_pool is not None:
+            parts.insert(0, jax.lax.stop_gradient(_unit(output_VxD)))
         return jnp.concatenate(parts, axis=1)
 
     def repeat_scores(
@@ -452,6 +496,11 @@ class SequenceModel(nnx.Module):
     def feedback_table(self) -> jax.Array:
         """Learned feedback-type embeddings ``[T + 1, D]`` (row 0 is padding), for analysis."""
         return self.feedback_embed.embedding[: self.mask_feedback]
+
+
+def _unit(x_NxD: jax.Array) -> jax.Array:
+    """Rows scaled to unit length (the padding row, 0, stays 0)."""
+    return x_NxD * jax.lax.rsqrt(jnp.maximum(jnp.sum(x_NxD * x_NxD, -1, keepdims=True), 1e-12))
 
 
 def repeat_term(

@@ -119,6 +119,8 @@ LOSS_VARIANTS = {
     },
     # The catalog repeat term: history candidates per query, read within the query's example.
     "sampled + catalog repeats": {"model.catalog_repeats": True},
+    # The appeal pool: each packed slot pools only its own example's tokens.
+    "sampled + appeal pool": {"model.appeal_pool": True},
 }
 
 
