@@ -65,7 +65,7 @@ def _padded(data, base_E: np.ndarray):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--probe", choices=("mf", "ridge"), default="mf")
+    p.add_argument("--probe", choices=("mf", "ridge", "knn"), default="mf")
     p.add_argument("--true", action="store_true", help="ridge: the simulator's item vectors")
     p.add_argument(
         "--vectors", default="", help="ridge: a trained run's item table (frozen), its workdir"
@@ -101,9 +101,9 @@ def main() -> None:
         d = true_V.shape[1]
     elif args.vectors:
         from jaxrec.cli import _run_config as load_run_config
-        from jaxrec.train import load_trained
+        from jaxrec.selection import load_selected
 
-        model, _, _ = load_trained(load_run_config(args.vectors), args.vectors)
+        model, _, _ = load_selected(load_run_config(args.vectors), args.vectors)
         table = np.asarray(model.item_table())[:v_rows, : int(model.width)]
         table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-6)
         true_V = jnp.asarray(table, jnp.float32)
@@ -112,6 +112,8 @@ def main() -> None:
     params = {"q": init(v_rows, d), "g": jnp.asarray(1.0)}
     if args.probe == "mf":
         params["p"] = init(ev.num_users, d)
+    elif args.probe == "knn":
+        params = {k: jnp.zeros(types) for k in ("w_max", "w_mean", "w_has")}
     else:
         params.update(code=jnp.linspace(1.0, -1.0, types + 1), lam=jnp.asarray(0.0))
         if args.true or args.vectors:
@@ -122,6 +124,22 @@ def main() -> None:
             return jnp.einsum("cd,cld->cl", prm["p"][user_C[rows]], prm["q"][items[rows]])
         it, h = items[rows], hend[rows]
         v = true_V[it] if "q" not in prm else prm["q"][it]
+        if args.probe == "knn":
+            # Per type: the nearest and the mean similarity of the history's other songs
+            # that got that reaction (the exact repeats are the fit's).
+            sim = jnp.einsum("cld,cmd->clm", v, v)
+            slots = jnp.arange(it.shape[1])
+            seen = (slots[None, None, :] < h[..., None]) & (it[:, None, :] > 0)
+            seen = seen & (it[..., None] != it[:, None, :])
+            out = jnp.zeros(it.shape)
+            for t in range(types):
+                m = seen & (fbs[rows][:, None, :] == t + 1)
+                has = m.any(-1)
+                near = jnp.where(has, jnp.max(jnp.where(m, sim, -1.0), -1), 0.0)
+                mean = (sim * m).sum(-1) / jnp.maximum(m.sum(-1), 1)
+                out = out + prm["w_max"][t] * near + prm["w_mean"][t] * mean
+                out = out + prm["w_has"][t] * has
+            return out
         real = (it > 0).astype(jnp.float32)[..., None]
         x = jnp.concatenate([v, jnp.ones_like(v[..., :1])], -1) * real  # intercept column
         code = prm["code"][fbs[rows]] * real[..., 0]
