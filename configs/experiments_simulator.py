@@ -16,6 +16,9 @@ def get_config():
     # The published experiments compare loss and input arms without the catalog repeat term.
     c.model.catalog_repeats = False
     c.loss.counterfactual_weight = 0.0
+    # The published arms are sampled-softmax arms without the appeal pool.
+    c.model.appeal_pool = False
+    c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.data.simulator.num_users = 1500
     c.data.max_len = 30
     c.model.width = 48

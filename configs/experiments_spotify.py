@@ -19,6 +19,8 @@ def get_config():
     c.model.item_bias_init = "zeros"
     c.loss.contrast_weight = 0.0
     c.model.appeal_head = False  # pairs scored by the catalog score, as published
+    c.model.appeal_pool = False
+    c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.loss.appeal_weight = 0.0
     c.data.contrast_window = 0
     c.model.width = 48

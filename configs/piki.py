@@ -19,6 +19,9 @@ def get_config():
     # Measured without the catalog repeat term: off (the quickstart turns it on).
     c.model.catalog_repeats = False
     c.loss.counterfactual_weight = 0.0
+    # Also measured with the sampled softmax and without the appeal pool.
+    c.model.appeal_pool = False
+    c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.data.source = "piki"
     c.data.path = str(data_dir() / "piki-sample" / "piki_eval.histories")
     c.data.window = 3

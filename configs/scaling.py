@@ -20,6 +20,9 @@ def get_config() -> ConfigDict:
     # Published without the catalog repeat term by default (the 30k point names it).
     c.model.catalog_repeats = False
     c.loss.counterfactual_weight = 0.0
+    # and with the sampled softmax, without the appeal pool (the settings of its report).
+    c.model.appeal_pool = False
+    c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.experiment = ConfigDict()
     c.experiment.scaling_listeners = (3000, 30000, 100000)
     return c

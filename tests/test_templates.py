@@ -46,3 +46,27 @@ def test_template_reads_the_adapters_events(shared_data, template, dedicated, re
         np.testing.assert_array_equal(getattr(ev, field), getattr(ev_ref, field), err_msg=field)
     assert tuple(cfg.feedback.positive) == tuple(ref.feedback.positive)
     assert tuple(cfg.feedback.negative) == tuple(ref.feedback.negative)
+
+
+def test_the_quickstart_config_reads_a_like_hate_log_as_it_is(tmp_path, monkeypatch):
+    """bench/likehate_log.py's feed (like / view / hate, no skips) under the quickstart config
+    with only a column mapping: the radio vocabulary, its roles and counterfactual type hold."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "likehate.csv"
+    root = CONFIGS.parent
+    subprocess.run(
+        [sys.executable, "-m", "bench.likehate_log", "--users", "40", "--out", str(out)],
+        check=True,
+        cwd=root,
+        capture_output=True,
+    )
+    monkeypatch.setenv("JAXREC_LIKEHATE_CSV", str(out))
+    cfg = load_config(root / "bench" / "likehate_quickstart.py")
+    validate_config(cfg)
+    events, report = load_events(cfg.data, cfg.seed)
+    assert events.feedback_types == ("thumbs_up", "play", "skip", "thumbs_down")
+    counts = np.bincount(events.feedback, minlength=4)
+    assert counts[2] == 0 and counts[[0, 1, 3]].min() > 0
+    assert report["total_dropped"] == 0

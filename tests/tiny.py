@@ -39,6 +39,9 @@ def tiny_config() -> ConfigDict:
     # (test_catalog_repeats.py, test_packing.py); the rest of the suite runs the plain head.
     c.model.catalog_repeats = False
     c.loss.counterfactual_weight = 0.0
+    # The same for the shipped appeal pool and full softmax: the suite's losses are sampled.
+    c.model.appeal_pool = False
+    c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.loss.num_random_negatives = 16
     c.optim.warmup_steps = 5
     c.optim.learning_rate = 1e-2
