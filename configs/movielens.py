@@ -6,11 +6,12 @@ Leave-last-out with a window of 1 gives the usual leave-one-out protocol for HR@
 (full ranking; users whose last rating is not a thumbs_up are not ranked). Pairwise accuracy
 needs a positive and a negative in one window: use --config.data.window=5 for that.
 
-Measured (3 seeds, 2026-12-06, 54 epochs = 1,998 steps, 3.6-5.9 min each on 2 cores shared with
-other jobs): HR@10 0.1728 / 0.1872 / 0.1728, NDCG@10 0.0922 / 0.0950 / 0.0933 on the 486 users whose
-last rating is a thumbs-up; level with the best baseline, EASE 0.1831 / 0.0954 (pooled HR@10
--0.0055 [-0.0386, +0.0243]). The 0.2078 / 0.1111 published on 2026-11-29 does not reproduce: the
-code of 4be65db (before the epoch budget) gives 0.1687 / 0.0908 on seed 0 (docs/results/README.md).
+Measured (3 seeds, 2026-12-06, 54 epochs = 1,998 steps, the full softmax inherited from the
+quickstart; 6.7-7.9 min each on 2 cores shared with 2-3 other training jobs): HR@10 0.2058 /
+0.1831 / 0.1934, NDCG@10 0.1046 / 0.0997 / 0.1068 on the 486 users whose last rating is a
+thumbs-up; pooled 0.1941 / 0.1037, level with the best baseline, EASE 0.1831 / 0.0954
+(HR@10 +0.0110 [-0.0219, +0.0430]). The sampled softmax it had before gave 0.1728 / 0.0922 on
+seed 0 (full softmax +0.0329 [+0.0021, +0.0647] on HR@10, paired; docs/results/README.md).
 """
 
 from pathlib import Path

@@ -5,18 +5,21 @@ Sessions are the contexts (MSSD has no user ids). `complete` plays are positives
 
     jaxrec train --config configs/spotify_sessions.py --workdir runs/spotify
 
-The catalog head: the sampled softmax with the skips as explicit negatives, the explicit
-contrast over the next 4 events (weight 3) and a learned item bias started at the logit of each
-track's training positive rate. The appeal head (which orders a session's pairs) starts at the
-item_appeal_repeats fit; its item effects stay there, its repeat weights and mood train.
-The catalog score also reads the session's earlier reactions to each track
-(model.catalog_repeats, docs/losses.md): sessions replay tracks, and the learned weights say a
-track completed earlier is likely again while the one just heard is not.
-Measured (3 seeds, 2026-12-06, 24 epochs = 1,512 steps, 2.7-4.3 min each on 2 cores shared with
-other runs, `python -m bench.pooled_comparison` on the three workdirs): test HR@10 0.3754 /
-0.3652 / 0.3724, NDCG@10 0.2113 / 0.2065 / 0.2067, both beating the best baseline, ease_repeats
-0.2811 / 0.1425 (HR@10 +0.0899 [+0.0774, +0.1025]); pairwise accuracy 0.6018 / 0.6025 / 0.6021,
-level with item_appeal 0.6008. Without the term (seed 0) 0.2931 / 0.1462. The run selects its
+The catalog head: the full softmax (from the quickstart) with the skips as explicit negatives,
+the explicit contrast over the next 4 events (weight 3) and a learned item bias started at the
+logit of each track's training positive rate. The appeal head (which orders a session's pairs)
+starts at the item_appeal_repeats fit and reads item-kNN over the session's reactions
+(model.appeal_pool, from the quickstart); its item effects stay at the fit, its repeat and pool
+weights and mood train. The catalog score also reads the session's earlier reactions to each
+track (model.catalog_repeats, docs/losses.md): sessions replay tracks, and the learned weights
+say a track completed earlier is likely again while the one just heard is not.
+Measured (3 seeds, 2026-12-06, 24 epochs = 1,512 steps, 8.2-8.7 min each on 2 cores shared
+with 2-3 other training jobs,
+`python -m bench.pooled_comparison` on the three workdirs): test HR@10 0.3887 / 0.3913 /
+0.3779, NDCG@10 0.2187 / 0.2192 / 0.2105, both beating the best baseline, ease_repeats 0.2811 /
+0.1425 (HR@10 +0.1049 [+0.0918, +0.1179]); pairwise accuracy 0.6040 / 0.6045 / 0.6077, pooled
+0.6054, level with item_appeal 0.6008 (+0.0046 [-0.0013, +0.0104]). With the sampled softmax
+and no pool (the config before, seeds 0-2): HR@10 0.3754 / 0.3652 / 0.3724. The run selects its
 last validation (and says so): the cosine schedule decays to a tenth of the rate there.
 """
 

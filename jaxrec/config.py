@@ -181,10 +181,6 @@ def validate_config(cfg: Any) -> None:
                 f"config.loss.counterfactual_type: unknown feedback type {name!r}; known: "
                 f"{list(types)}"
             )
-    if cfg.model.get("appeal_pool", False) and not cfg.model.get("appeal_head", False):
-        raise ValueError(
-            "config.model.appeal_pool: the appeal head's term; set config.model.appeal_head=True"
-        )
     if "appeal_width" in cfg.model:
         _positive_int(cfg, "model.appeal_width", 0)
     for name in (

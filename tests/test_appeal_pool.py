@@ -95,10 +95,13 @@ def test_only_the_pool_weights_learn_through_the_pool():
     assert np.abs(np.asarray(grads["item_embed"]["embedding"][...])).sum() == 0
 
 
-def test_the_pool_is_checked():
+def test_the_pool_is_checked_and_ignored_without_the_head():
     cfg = tiny_config()
     cfg.model.appeal_pool = True
     cfg.model.appeal_head = False
     cfg.loss.appeal_weight = 0.0
-    with pytest.raises(ValueError, match="config.model.appeal_pool: the appeal head"):
-        validate_config(cfg)
+    validate_config(cfg)  # like appeal_repeats: the head's term, nothing without the head
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg.model, 30, 4, int(cfg.data.max_len), nnx.Rngs(params=0))
+    assert model.appeal_pool is None
+    assert inference.user_hidden(model, ITEMS, FEEDBACK).shape[-1] == model.width
