@@ -1,4 +1,4 @@
-"""Quickstart: the built-in radio simulator, a small causal transformer, ~2 minutes on 2 CPU cores.
+"""Quickstart: the built-in radio simulator, a small causal transformer, under 3 min on 2 cores.
 
     jaxrec train --workdir runs/quickstart
 
