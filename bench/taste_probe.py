@@ -77,6 +77,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--every", type=int, default=100)
     args = p.parse_args()
+    if args.probe == "knn" and not (args.true or args.vectors):
+        p.error("--probe knn reads fixed item vectors: add --true or --vectors WORKDIR")
 
     cfg = load_config(CONFIGS_DIR / "quickstart.py")
     if args.listeners:

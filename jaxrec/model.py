@@ -399,7 +399,7 @@ class SequenceModel(nnx.Module):
         gradient stopped."""
         length = items_BxL.shape[1]
         onehot_BxLxT = jax.nn.one_hot(feedback_BxL, weights_T.shape[0]) * (items_BxL > 0)[..., None]
-        reads_BxQxL = jnp.broadcast_to(jnp.tril(jnp.ones((length, length))), (1, length, length))
+        reads_BxQxL = jnp.tril(jnp.ones((length, length)))[None]
         if segment_BxL is not None:
             reads_BxQxL = reads_BxQxL * (segment_BxL[:, :, None] == segment_BxL[:, None, :])
         counts_BxQxT = jnp.einsum("bql,blt->bqt", reads_BxQxL, onehot_BxLxT)

@@ -83,6 +83,22 @@ def _pad_inputs(q, t, ids_C, bias_C, exclude_NxP, block_q: int, block_c: int):
     return padded, block_q, block_c, num_exclude
 
 
+def _operand_specs(block_q, block_c, d, p_pad, query_block, cand_block, columns=0):
+    """BlockSpecs of ``(q, t, ids, bias, excl)`` and ``columns`` more per-query ``(N, 1)``
+    operands, for a grid whose program ids map to a query block by ``query_block`` and to a
+    candidate block by ``cand_block`` (the forward and the two backward grids differ in order)."""
+    rows_q = lambda *g: (query_block(*g), 0)
+    rows_c = lambda *g: (cand_block(*g), 0)
+    cols_c = lambda *g: (0, cand_block(*g))
+    return [
+        pl.BlockSpec((block_q, d), rows_q),
+        pl.BlockSpec((block_c, d), rows_c),
+        pl.BlockSpec((1, block_c), cols_c),
+        pl.BlockSpec((1, block_c), cols_c),
+        pl.BlockSpec((block_q, p_pad), rows_q),
+    ] + [pl.BlockSpec((block_q, 1), rows_q)] * columns
+
+
 @functools.partial(jax.jit, static_argnames=("block_q", "block_c", "interpret"))
 def pallas_partial_lse(
     query_NxD: jax.Array,
@@ -106,13 +122,7 @@ def pallas_partial_lse(
         functools.partial(_tile_kernel, num_exclude=num_exclude),
         out_shape=jax.ShapeDtypeStruct((grid[1], 1, n_pad), _F32),
         grid=grid,
-        in_specs=[
-            pl.BlockSpec((block_q, d), lambda i, j: (i, 0)),
-            pl.BlockSpec((block_c, d), lambda i, j: (j, 0)),
-            pl.BlockSpec((1, block_c), lambda i, j: (0, j)),
-            pl.BlockSpec((1, block_c), lambda i, j: (0, j)),
-            pl.BlockSpec((block_q, p_pad), lambda i, j: (i, 0)),
-        ],
+        in_specs=_operand_specs(block_q, block_c, d, p_pad, lambda i, j: i, lambda i, j: j),
         out_specs=pl.BlockSpec((1, 1, block_q), lambda i, j: (j, 0, i)),
         interpret=interpret,
     )(q, t, ids, bias, excl)
@@ -143,7 +153,7 @@ def _dq_kernel(q_ref, t_ref, ids_ref, bias_ref, excl_ref, lse_ref, g_ref, dq_ref
 
 
 def _dt_kernel(
-    t_ref, q_ref, ids_ref, bias_ref, excl_ref, lse_ref, g_ref, dt_ref, db_ref, *, num_exclude
+    q_ref, t_ref, ids_ref, bias_ref, excl_ref, lse_ref, g_ref, dt_ref, db_ref, *, num_exclude
 ):
     @pl.when(pl.program_id(1) == 0)
     def _init():
@@ -205,15 +215,7 @@ def pallas_lse_grads(
         functools.partial(_dq_kernel, num_exclude=num_exclude),
         out_shape=jax.ShapeDtypeStruct((n_pad, d), _F32),
         grid=(nq, nc),
-        in_specs=[
-            pl.BlockSpec((block_q, d), lambda i, j: (i, 0)),
-            pl.BlockSpec((block_c, d), lambda i, j: (j, 0)),
-            pl.BlockSpec((1, block_c), lambda i, j: (0, j)),
-            pl.BlockSpec((1, block_c), lambda i, j: (0, j)),
-            pl.BlockSpec((block_q, p_pad), lambda i, j: (i, 0)),
-            pl.BlockSpec((block_q, 1), lambda i, j: (i, 0)),
-            pl.BlockSpec((block_q, 1), lambda i, j: (i, 0)),
-        ],
+        in_specs=_operand_specs(block_q, block_c, d, p_pad, lambda i, j: i, lambda i, j: j, 2),
         out_specs=pl.BlockSpec((block_q, d), lambda i, j: (i, 0)),
         **kw,
     )(q, t, ids, bias, excl, lse, g)
@@ -226,19 +228,11 @@ def pallas_lse_grads(
             jax.ShapeDtypeStruct((1, c_pad), _F32),
         ),
         grid=(nc, nq),
-        in_specs=[
-            pl.BlockSpec((block_c, d), lambda j, i: (j, 0)),
-            pl.BlockSpec((block_q, d), lambda j, i: (i, 0)),
-            pl.BlockSpec((1, block_c), lambda j, i: (0, j)),
-            pl.BlockSpec((1, block_c), lambda j, i: (0, j)),
-            pl.BlockSpec((block_q, p_pad), lambda j, i: (i, 0)),
-            pl.BlockSpec((block_q, 1), lambda j, i: (i, 0)),
-            pl.BlockSpec((block_q, 1), lambda j, i: (i, 0)),
-        ],
+        in_specs=_operand_specs(block_q, block_c, d, p_pad, lambda j, i: i, lambda j, i: j, 2),
         out_specs=(
             pl.BlockSpec((block_c, d), lambda j, i: (j, 0)),
             pl.BlockSpec((1, block_c), lambda j, i: (0, j)),
         ),
         **kw,
-    )(t, q, ids, bias, excl, lse, g)
+    )(q, t, ids, bias, excl, lse, g)
     return dq[:n].astype(query_NxD.dtype), dt[:c].astype(cand_CxD.dtype), db[0, :c]
