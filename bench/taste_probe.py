@@ -63,12 +63,34 @@ def _padded(data, base_E: np.ndarray):
     return out
 
 
+def _svd_vectors(data, base_E: np.ndarray, v_rows: int, d: int) -> np.ndarray:
+    """Unit item vectors ``[V + 1, d]``: the right singular vectors (times the singular
+    values) of the listener x item sums of liked (1) / disliked (0) minus the fit's
+    probability, over the training part only."""
+    ev, roles = data.events, data.roles
+    fb = ev.feedback.astype(np.int64)
+    y = np.where(roles.positive_T[fb], 1.0, np.where(roles.negative_T[fb], 0.0, np.nan))
+    keep = (data.labels == 0) & np.isfinite(y)
+    resid = y[keep] - 1.0 / (1.0 + np.exp(-base_E[keep]))
+    m = np.zeros((ev.num_users, v_rows))
+    np.add.at(m, (ev.user[keep].astype(np.int64), ev.item[keep].astype(np.int64)), resid)
+    _, sv, vt = np.linalg.svd(m, full_matrices=False)
+    vec = (vt[:d] * sv[:d, None]).T
+    return vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-6)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--probe", choices=("mf", "ridge", "knn"), default="mf")
     p.add_argument("--true", action="store_true", help="ridge: the simulator's item vectors")
     p.add_argument(
         "--vectors", default="", help="ridge: a trained run's item table (frozen), its workdir"
+    )
+    p.add_argument(
+        "--svd",
+        action="store_true",
+        help="ridge / knn: item vectors from a truncated SVD (--dim) of the training part's "
+        "listener x item liked (+) / disliked (-) residuals after the fit",
     )
     p.add_argument("--listeners", type=int, default=0, help="0: the quickstart's 3,000")
     p.add_argument("--dim", type=int, default=16)
@@ -77,8 +99,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--every", type=int, default=100)
     args = p.parse_args()
-    if args.probe == "knn" and not (args.true or args.vectors):
-        p.error("--probe knn reads fixed item vectors: add --true or --vectors WORKDIR")
+    if args.probe == "knn" and not (args.true or args.vectors or args.svd):
+        p.error("--probe knn reads fixed item vectors: add --true, --svd or --vectors WORKDIR")
 
     cfg = load_config(CONFIGS_DIR / "quickstart.py")
     if args.listeners:
@@ -110,6 +132,8 @@ def main() -> None:
         table = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-6)
         true_V = jnp.asarray(table, jnp.float32)
         d = true_V.shape[1]
+    elif args.svd:
+        true_V = jnp.asarray(_svd_vectors(data, base_E, v_rows, d), jnp.float32)
     init = lambda *s: jnp.asarray(0.1 * rng.normal(size=s), jnp.float32)
     params = {"q": init(v_rows, d), "g": jnp.asarray(1.0)}
     if args.probe == "mf":
@@ -118,7 +142,7 @@ def main() -> None:
         params = {k: jnp.zeros(types) for k in ("w_max", "w_mean", "w_has")}
     else:
         params.update(code=jnp.linspace(1.0, -1.0, types + 1), lam=jnp.asarray(0.0))
-        if args.true or args.vectors:
+        if args.true or args.vectors or args.svd:
             params.pop("q")
 
     def taste(prm, rows):

@@ -18,6 +18,7 @@ Every field can be overridden on the command line, e.g. ``--config.train.epochs=
 from ml_collections import ConfigDict
 
 from jaxrec.eval.names import BASELINES
+from jaxrec.sharding import AXIS_RULES
 
 
 def get_config() -> ConfigDict:
@@ -200,4 +201,7 @@ def get_config() -> ConfigDict:
 
     c.mesh = ConfigDict()
     c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices
+    # The model's logical axes onto the mesh's: item rows ("vocab") and the attention / MLP
+    # hidden width ("hidden") split over "model", the model width ("embed") replicated.
+    c.mesh.rules = AXIS_RULES
     return c

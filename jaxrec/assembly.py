@@ -151,6 +151,7 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
         int(cfg.data.max_len),
         rngs=nnx.Rngs(params=seed),
         context_bias=cfg.data.sequence == "listener",
+        axis_rules=cfg.mesh.rules,
     )
     init = cfg.model.get("item_bias_init", "zeros")
     if init not in ITEM_BIAS_INITS:

@@ -170,7 +170,7 @@ def cmd_data(argv: Sequence[str]) -> None:
             "usage: jaxrec data prepare --source NAME --input PATH --out DIR [--config FILE] "
             "[--beam_runner DirectRunner]\n       jaxrec data stats DIR"
         )
-    from jaxrec.data import prepare
+    from jaxrec.data import prepare, registry
 
     if argv[0] == "stats":
         if len(argv) != 2:
@@ -181,7 +181,9 @@ def cmd_data(argv: Sequence[str]) -> None:
         return
 
     def define(f):
-        flags.DEFINE_string("source", None, "source name", flag_values=f, required=True)
+        flags.DEFINE_string(
+            "source", None, f"one of {sorted(registry.SOURCES)}", flag_values=f, required=True
+        )
         flags.DEFINE_string("input", None, "source file", flag_values=f)
         flags.DEFINE_string("out", None, "output dir", flag_values=f, required=True)
         flags.DEFINE_string(
@@ -195,6 +197,10 @@ def cmd_data(argv: Sequence[str]) -> None:
         )
 
     fv = parse_flags(argv[1:], define)
+    try:
+        registry.get_source(fv.source)
+    except ValueError as e:
+        raise SystemExit(f"jaxrec data: --source: {e}") from None
     cfg = fv.config
     out = prepare.prepare(
         fv.source,

@@ -13,7 +13,8 @@ from jaxrec.eval.evaluator import PAIR_SCORES
 from jaxrec.eval.metrics import metric_mode, metric_names
 from jaxrec.eval.names import BASELINES
 from jaxrec.losses import validate_loss_config
-from jaxrec.model import ITEM_BIAS_INITS
+from jaxrec.model import ITEM_BIAS_INITS, LOGICAL_AXES
+from jaxrec.sharding import as_axis_rules
 
 
 def _positive_int(cfg: Any, path: str, minimum: int = 1) -> None:
@@ -106,6 +107,12 @@ def validate_config(cfg: Any) -> None:
         )
     if cfg.data.source == "simulator":
         simulator.validate(cfg.data.simulator)
+    named = [logical for logical, _ in as_axis_rules(cfg.mesh.rules)]
+    if sorted(named) != sorted(LOGICAL_AXES):
+        raise ValueError(
+            f"config.mesh.rules: one rule for each of the model's axes {list(LOGICAL_AXES)}, "
+            f"got {named}"
+        )
     types = feedback_types(cfg.data)
     for role in ("input", "positive", "negative"):
         unknown = [t for t in cfg.feedback[role] if t not in types]

@@ -5,8 +5,8 @@ Shapes: B batch, L positions, D width, H heads, K = D / H per head, V catalog ro
 Each input token is item embedding + feedback-type embedding + position embedding; pre-norm
 transformer blocks turn the sequence into one query vector per position, and a query's score for
 an item is its dot product with that item's output embedding. Causal (SASRec) attention by
-default. Parameters carry logical sharding annotations for a ``('data', 'model')`` mesh: embedding
-rows and MLP/attention hidden units split over ``model``, the batch over ``data``.
+default. Parameters carry logical axis names (:data:`LOGICAL_AXES`) that ``config.mesh.rules``
+maps onto the mesh (by default embedding rows and MLP/attention hidden units over ``model``).
 """
 
 from __future__ import annotations
@@ -17,22 +17,34 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-MODEL_AXIS = "model"
+from jaxrec.sharding import AXIS_RULES, as_axis_rules
+
+# Logical axis names of the parameters: item rows, the model width, and the attention / MLP
+# hidden width. ``axis_rules`` (config.mesh.rules, jaxrec.sharding.AXIS_RULES by default) map
+# them onto the mesh's axes, so the model never names a mesh axis (MaxText's pattern).
+VOCAB, EMBED, HIDDEN = "vocab", "embed", "hidden"
+LOGICAL_AXES = (VOCAB, EMBED, HIDDEN)
+AxisRules = tuple[tuple[str, str | None], ...]
 FEEDBACK_GATES = ("none", "sigmoid", "signed")
 ITEM_BIAS_INITS = ("zeros", "positive_rate")  # model.item_bias_init (applied by the trainer)
 
 
-def _dense(din: int, dout: int, shard_in: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:
-    spec = (MODEL_AXIS, None) if shard_in else (None, MODEL_AXIS)
-    bias_spec = (None,) if shard_in else (MODEL_AXIS,)
+def _sharded(init, names: tuple[str | None, ...], rules: AxisRules):
+    """``init`` with logical axis names, resolved through ``rules`` wherever flax places it."""
+    return nnx.with_partitioning(init, names, sharding_rules=rules)
+
+
+def _dense(
+    din: int, dout: int, names: tuple[str | None, str | None], rules: AxisRules, rngs, dtype
+) -> nnx.Linear:
     return nnx.Linear(
         din,
         dout,
         dtype=dtype,  # computation
         param_dtype=jnp.float32,  # master weights
         rngs=rngs,
-        kernel_init=nnx.with_partitioning(nnx.initializers.xavier_uniform(), spec),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), bias_spec),
+        kernel_init=_sharded(nnx.initializers.xavier_uniform(), names, rules),
+        bias_init=_sharded(nnx.initializers.zeros_init(), names[1:], rules),
     )
 
 
@@ -85,7 +97,14 @@ class Block(nnx.Module):
     """Pre-norm self-attention + MLP block."""
 
     def __init__(
-        self, width: int, heads: int, mlp_ratio: int, dropout: float, dtype, rngs: nnx.Rngs
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: int,
+        dropout: float,
+        dtype,
+        rngs: nnx.Rngs,
+        rules: AxisRules,
     ):
         if width % heads:
             raise ValueError(
@@ -95,11 +114,11 @@ class Block(nnx.Module):
         # Statistics in float32 always; output in ``dtype`` (else bf16 inputs would be promoted
         # to float32 by the float32 scale and bias).
         self.norm1 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-        self.qkv = _dense(width, 3 * width, False, rngs, dtype)
-        self.out = _dense(width, width, True, rngs, dtype)
+        self.qkv = _dense(width, 3 * width, (EMBED, HIDDEN), rules, rngs, dtype)
+        self.out = _dense(width, width, (HIDDEN, EMBED), rules, rngs, dtype)
         self.norm2 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
-        self.mlp_in = _dense(width, mlp_ratio * width, False, rngs, dtype)
-        self.mlp_out = _dense(mlp_ratio * width, width, True, rngs, dtype)
+        self.mlp_in = _dense(width, mlp_ratio * width, (EMBED, HIDDEN), rules, rngs, dtype)
+        self.mlp_out = _dense(mlp_ratio * width, width, (HIDDEN, EMBED), rules, rngs, dtype)
         self.dropout = Dropout(dropout)
 
     def __call__(
@@ -136,7 +155,9 @@ class SequenceModel(nnx.Module):
         max_len: int,
         rngs: nnx.Rngs,
         context_bias: bool = False,
+        axis_rules: AxisRules | None = None,
     ):
+        rules = AXIS_RULES if axis_rules is None else as_axis_rules(axis_rules)
         width = int(cfg.width)
         self.width = width
         self.max_len = max_len
@@ -155,16 +176,16 @@ class SequenceModel(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
         emb = nnx.initializers.normal(stddev=0.02)
         self.item_embed = nnx.Embed(
-            rows, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None))
+            rows, width, rngs=rngs, embedding_init=_sharded(emb, (VOCAB, EMBED), rules)
         )
         self.feedback_embed = nnx.Embed(
             num_feedback_types + 2,
             width,
             rngs=rngs,
-            embedding_init=nnx.with_partitioning(emb, (None, None)),
+            embedding_init=_sharded(emb, (None, EMBED), rules),
         )
         self.pos_embed = nnx.Embed(
-            max_len, width, rngs=rngs, embedding_init=nnx.with_partitioning(emb, (None, None))
+            max_len, width, rngs=rngs, embedding_init=_sharded(emb, (None, EMBED), rules)
         )
         self.output_embed = nnx.data(None)
         if not cfg.shared_embeddings:
@@ -172,7 +193,7 @@ class SequenceModel(nnx.Module):
                 rows,
                 width,
                 rngs=rngs,
-                embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None)),
+                embedding_init=_sharded(emb, (VOCAB, EMBED), rules),
             )
         # Optional learned per-item output bias: an item's score is q . e_i + b_i, so item
         # quality (how often an item is liked once played) need not be squeezed into the dot
@@ -183,14 +204,18 @@ class SequenceModel(nnx.Module):
                 rows,
                 1,
                 rngs=rngs,
-                embedding_init=nnx.with_partitioning(
-                    nnx.initializers.zeros_init(), (MODEL_AXIS, None)
-                ),
+                embedding_init=_sharded(nnx.initializers.zeros_init(), (VOCAB, None), rules),
             )
         self.blocks = nnx.List(
             [
                 Block(
-                    width, int(cfg.heads), int(cfg.mlp_ratio), float(cfg.dropout), self.dtype, rngs
+                    width,
+                    int(cfg.heads),
+                    int(cfg.mlp_ratio),
+                    float(cfg.dropout),
+                    self.dtype,
+                    rngs,
+                    rules,
                 )
                 for _ in range(int(cfg.depth))
             ]
@@ -211,7 +236,9 @@ class SequenceModel(nnx.Module):
         if cfg.get("appeal_head", False):
             own = int(cfg.get("appeal_width", 0)) if self.appeal_personal else 0
             query_width = (own or width) if self.appeal_personal else 0
-            self.appeal_proj = _dense(width, query_width + 1, True, rngs, jnp.float32)
+            self.appeal_proj = _dense(
+                width, query_width + 1, (EMBED, None), rules, rngs, jnp.float32
+            )
             # Zero projection: the head starts exactly at its fitted item (and repeat) terms,
             # not at them plus a random listener term; the gradient still reaches it.
             kernel = self.appeal_proj.kernel
@@ -220,16 +247,14 @@ class SequenceModel(nnx.Module):
                 rows,
                 1,
                 rngs=rngs,
-                embedding_init=nnx.with_partitioning(
-                    nnx.initializers.zeros_init(), (MODEL_AXIS, None)
-                ),
+                embedding_init=_sharded(nnx.initializers.zeros_init(), (VOCAB, None), rules),
             )
             if own:
                 self.appeal_embed = nnx.Embed(
                     rows,
                     own,
                     rngs=rngs,
-                    embedding_init=nnx.with_partitioning(emb, (MODEL_AXIS, None)),
+                    embedding_init=_sharded(emb, (VOCAB, EMBED), rules),
                 )
         # Optional repeat term of the appeal head: what the listener did the earlier times the
         # same item was played (music repeats: in the simulator 62% of test pairs, in Spotify
@@ -377,7 +402,7 @@ class SequenceModel(nnx.Module):
                 bias = same_BxLxL[:, None] * self.context_bias[...][i][None, :, None, None]
             x = block(x, mask, rngs, deterministic, bias)
         hidden = self.final_norm(x).astype(jnp.float32)
-        if self.appeal_pool is not None:  # D more channels, read by appeal_query only
+        if self.appeal_pool is not None:  # more channels, read by appeal_query only
             pool = self.pooled_reactions(self.appeal_pool[...], items_BxL, feedback_BxL, segment)
             hidden = jnp.concatenate([hidden, pool], axis=-1)
         if unpack_BxL is None:
@@ -393,10 +418,9 @@ class SequenceModel(nnx.Module):
         feedback_BxL: jax.Array,
         segment_BxL: jax.Array | None = None,
     ) -> jax.Array:
-        """``[B, L, D]``: at each slot, sum_t w_t x the mean output embedding of the tokens of
-        type t it reads (causal; its own segment's only when ``segment_BxL`` is given). The
-        embeddings are unit length, so the term is a weighted mean cosine, and read with the
-        gradient stopped."""
+        """``[B, L, D]``: at each slot, sum_t w_t x the mean pool vector (:meth:`pool_table`)
+        of the tokens of type t it reads (causal; its own segment's only when ``segment_BxL``
+        is given). The vectors are unit length, so the term is a weighted mean cosine."""
         length = items_BxL.shape[1]
         onehot_BxLxT = jax.nn.one_hot(feedback_BxL, weights_T.shape[0]) * (items_BxL > 0)[..., None]
         reads_BxQxL = jnp.tril(jnp.ones((length, length)))[None]
@@ -405,9 +429,15 @@ class SequenceModel(nnx.Module):
         counts_BxQxT = jnp.einsum("bql,blt->bqt", reads_BxQxL, onehot_BxLxT)
         per_type_BxQxT = weights_T / jnp.maximum(counts_BxQxT, 1.0)
         coef_BxQxL = reads_BxQxL * jnp.einsum("bqt,blt->bql", per_type_BxQxT, onehot_BxLxT)
+        emb_BxLxP = jnp.take(self.pool_table(), items_BxL, axis=0)
+        return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxP)
+
+    def pool_table(self) -> jax.Array:
+        """The appeal pool's item vectors ``[rows, D]``: the unit output embeddings, read with
+        the gradient stopped (learned vectors of its own overfitted the training windows,
+        docs/results/README.md)."""
         table = self.output_embed if self.output_embed is not None else self.item_embed
-        emb_BxLxD = jax.lax.stop_gradient(_unit(table(items_BxL).astype(jnp.float32)))
-        return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxD)
+        return jax.lax.stop_gradient(_unit(table.embedding[...].astype(jnp.float32)))
 
     def catalog_query(self, hidden_BxLxD: jax.Array) -> jax.Array:
         """Catalog queries: the hidden state, with a constant 1 appended for the item bias."""
@@ -421,8 +451,8 @@ class SequenceModel(nnx.Module):
         """Appeal queries ``[..., A + 2]``: (q_a, 1, c) against :meth:`appeal_table`'s rows
         (f_i, a_i, 1), so the score is q_a . f_i + a_i + c (A = 0 without the personal term).
         The per-query offset c does not change the order of items; it lets the head be a
-        calibrated like-probability. With the appeal pool, its D channels of the hidden state
-        lead, against the item embeddings: (p, q_a, 1, c) . (e_i, f_i, a_i, 1)."""
+        calibrated like-probability. With the appeal pool, its channels of the hidden state
+        lead, against the pool's item vectors: (p, q_a, 1, c) . (e_i, f_i, a_i, 1)."""
         proj = self.appeal_proj(hidden_BxLxD[..., : self.width])
         ones = jnp.ones((*proj.shape[:-1], 1), proj.dtype)
         parts = [proj[..., :-1], ones, proj[..., -1:]]
@@ -432,7 +462,7 @@ class SequenceModel(nnx.Module):
 
     def appeal_table(self) -> jax.Array:
         """Appeal rows ``[V + 1, A + 2]``: the item vectors, the appeal bias, 1; with the appeal
-        pool, the unit output embeddings (gradient stopped) lead."""
+        pool, its unit item vectors (:meth:`pool_table`) lead."""
         bias = self.appeal_bias.embedding[: self.num_items + 1]
         parts = [bias, jnp.ones_like(bias)]
         table = self.output_embed if self.output_embed is not None else self.item_embed
@@ -442,7 +472,7 @@ class SequenceModel(nnx.Module):
         elif self.appeal_personal:
             parts.insert(0, output_VxD)
         if self.appeal_pool is not None:
-            parts.insert(0, jax.lax.stop_gradient(_unit(output_VxD)))
+            parts.insert(0, self.pool_table()[: self.num_items + 1])
         return jnp.concatenate(parts, axis=1)
 
     def repeat_scores(

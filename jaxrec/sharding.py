@@ -9,6 +9,29 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 AXES = ("data", "model")
+# The model's logical parameter axes (jaxrec.model.LOGICAL_AXES) onto mesh axes: item rows and
+# the attention / MLP hidden width split over 'model', the model width replicated (None).
+# config.mesh.rules overrides them, e.g. (("vocab", "model"), ("hidden", None), ("embed", None))
+# to split only the item tables.
+AXIS_RULES = (("vocab", "model"), ("hidden", "model"), ("embed", None))
+
+
+def as_axis_rules(rules: Any) -> tuple[tuple[str, str | None], ...]:
+    """``config.mesh.rules`` as (logical axis, mesh axis or None) pairs; raises ValueError for
+    a pair of another shape or a mesh axis not in :data:`AXES`."""
+    out = []
+    for rule in rules:
+        pair = tuple(rule) if isinstance(rule, (list, tuple)) else (rule,)
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ValueError(
+                f"config.mesh.rules: each rule is (logical axis, mesh axis or None), got {rule!r}"
+            )
+        if pair[1] is not None and pair[1] not in AXES:
+            raise ValueError(
+                f"config.mesh.rules: {pair[0]!r} -> {pair[1]!r}; mesh axes: {list(AXES)} or None"
+            )
+        out.append((pair[0], pair[1]))
+    return tuple(out)
 
 
 def make_mesh(cfg: Any) -> jax.sharding.Mesh:

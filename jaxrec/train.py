@@ -32,6 +32,7 @@ from jaxrec.eval.evaluator import Evaluator
 from jaxrec.eval.names import BASELINES
 from jaxrec.run_log import RunLog, truncate_log
 from jaxrec.selection import Selection, load_selected
+from jaxrec.sharding import AXIS_RULES
 from jaxrec.step import Trainer
 
 
@@ -107,6 +108,7 @@ ADDED_DEFAULTS = {
     "train.eval_every_epochs": 0,
     "train.max_minutes": 0,
     "model.appeal_pool": False,
+    "mesh.rules": AXIS_RULES,
     "optim.appeal_pool_lr_multiplier": 10.0,  # steps nothing without the pool
 }
 

@@ -18,13 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxrec.data import events as ev
-from jaxrec.data.adapters import (
-    FEEDBACK_TYPES,
-    SOURCES,
-    feedback_types_for,
-    load_source,
-)
 from jaxrec.data.events import DataError
+from jaxrec.data.registry import SOURCES, feedback_types_for, load_source
 from jaxrec.data.report import Report
 from jaxrec.data.stats import compute_stats, format_stats, users_without
 
@@ -67,7 +62,7 @@ def test_mssd_dummy_classifier_results(shared_data):
     # partial = the rest: (F,F,T,F) 186 + (F,F,F,F) 17 in SOURCE.txt's skip combos.
     assert table.column("timestamp").type == pa.int64()
     assert pc.min(table.column("timestamp")).as_py() == 2  # positions 2.. (position 1 absent)
-    events = ev.encode(table, FEEDBACK_TYPES["mssd"], str(path))
+    events = ev.encode(table, feedback_types_for("mssd"), str(path))
     assert events.num_contexts == 169
 
 
@@ -94,7 +89,7 @@ def test_spotify_sessions(shared_data):
         "feedback.partial": 27_919,
         "feedback.complete": 61_709,
     }
-    events = ev.encode(table, FEEDBACK_TYPES["spotify-sessions"], str(path))
+    events = ev.encode(table, feedback_types_for("spotify-sessions"), str(path))
     lengths = np.bincount(events.context)
     assert lengths.min() == 15 and lengths.max() == 20
     # Positions 0..n-1 per user, in file order.
@@ -114,7 +109,7 @@ def test_piki_histories(shared_data):
         "feedback.dislike": 409,
         "feedback.superlike": 40,
     }
-    events = ev.encode(table, FEEDBACK_TYPES["piki"], str(path))
+    events = ev.encode(table, feedback_types_for("piki"), str(path))
     lengths = np.bincount(events.context)
     assert lengths.min() == 17 and lengths.max() == 19
 
@@ -153,7 +148,7 @@ def test_movielens_100k(shared_data):
         "feedback.neutral": 27_145,
         "feedback.thumbs_down": 17_480,
     }
-    events = ev.encode(table, FEEDBACK_TYPES["movielens"], str(path))
+    events = ev.encode(table, feedback_types_for("movielens"), str(path))
     stats = compute_stats(events)
     assert stats["events"] == 100_000 and stats["items"] == 1_682
     assert users_without(events, ["thumbs_up"]) == 1
@@ -505,9 +500,10 @@ def test_report_dict_and_text(tmp_path):
 
 
 def test_registry():
-    assert set(SOURCES) == {"mssd", "spotify-sessions", "piki", "movielens", "csv", "parquet"}
-    assert FEEDBACK_TYPES["mssd"] == ("complete", "partial", "skip")
-    assert FEEDBACK_TYPES["movielens"] == ("thumbs_up", "neutral", "thumbs_down")
+    adapters = {"mssd", "spotify-sessions", "piki", "movielens", "csv", "parquet"}
+    assert set(SOURCES) == {"simulator", "prepared", *adapters}
+    assert feedback_types_for("mssd") == ("complete", "partial", "skip")
+    assert feedback_types_for("movielens") == ("thumbs_up", "neutral", "thumbs_down")
     assert feedback_types_for("piki") == ("superlike", "like", "dislike")
 
 

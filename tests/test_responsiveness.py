@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxrec.cli import main
-from jaxrec.eval.responsiveness import feedback_types_for
+from jaxrec.eval.responsiveness import choose_appended_types
 from jaxrec.train import train
 from tests.tiny import tiny_config
 
@@ -75,16 +75,16 @@ def test_feedback_type_choice():
         positive_T=np.array([1, 0, 0, 0], bool),
         negative_T=np.array([0, 1, 1, 0], bool),
     )
-    assert feedback_types_for(types, roles) == ("thumbs_down", "view")  # view: neither role
+    assert choose_appended_types(types, roles) == ("thumbs_down", "view")  # view: neither role
     no_td = Roles(roles.input_T & np.array([1, 1, 0, 1], bool), roles.positive_T, roles.negative_T)
-    assert feedback_types_for(types, no_td) == ("skip", "view")
+    assert choose_appended_types(types, no_td) == ("skip", "view")
     no_view = Roles(np.array([1, 1, 1, 0], bool), roles.positive_T, roles.negative_T)
-    assert feedback_types_for(types, no_view) == ("thumbs_down", "play")
-    assert feedback_types_for(types, roles, "skip", "play") == ("skip", "play")
+    assert choose_appended_types(types, no_view) == ("thumbs_down", "play")
+    assert choose_appended_types(types, roles, "skip", "play") == ("skip", "play")
     with pytest.raises(ValueError, match="negative_type: unknown feedback type 'x'"):
-        feedback_types_for(types, roles, negative="x")
+        choose_appended_types(types, roles, negative="x")
     with pytest.raises(ValueError, match="neutral_type: 'view' is not an input"):
-        feedback_types_for(types, no_view, neutral="view")
+        choose_appended_types(types, no_view, neutral="view")
     none = Roles(np.array([1, 0, 0, 1], bool), roles.positive_T, roles.negative_T)
     with pytest.raises(ValueError, match="negative_type: no feedback type"):
-        feedback_types_for(types, none)
+        choose_appended_types(types, none)

@@ -82,3 +82,46 @@ def test_sharded_training_and_cross_mesh_restore(tmp_path):
     for a, b in zip(out["unpacked_losses"], out["packed_losses"], strict=True):
         assert abs(a - b) < 1e-4 * max(1.0, abs(a))
     assert "model" in out["embedding_spec"]
+
+
+def _specs(rules=None) -> dict[str, tuple]:
+    import jax
+    from flax import nnx
+
+    from jaxrec.model import SequenceModel
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config()
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg.model, 30, 4, 12, nnx.Rngs(params=0), axis_rules=rules)
+    specs = nnx.get_partition_spec(nnx.state(model, nnx.Param))
+    flat = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: hasattr(x, "index"))[0]
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(spec)
+        for path, spec in flat
+    }
+
+
+def test_logical_axes_map_onto_the_mesh_through_the_rules():
+    """The model names logical axes only; config.mesh.rules decides which mesh axis each goes
+    to: by default item rows and the hidden width over 'model', and any other rule set."""
+    import pytest
+
+    from jaxrec.config import validate_config
+    from tests.tiny import tiny_config
+
+    default = _specs()
+    assert default["item_embed/embedding"] == ("model", None)
+    assert default["blocks/0/qkv/kernel"] == (None, "model")
+    assert default["blocks/0/mlp_out/kernel"] == ("model", None)
+    assert default["pos_embed/embedding"] == (None, None)
+    rows_only = _specs((("vocab", "model"), ("hidden", None), ("embed", None)))
+    assert rows_only["item_embed/embedding"] == ("model", None)
+    assert rows_only["blocks/0/qkv/kernel"] == (None, None)
+    cfg = tiny_config()
+    cfg.mesh.rules = (("vocab", "model"), ("hidden", "modle"), ("embed", None))
+    with pytest.raises(ValueError, match="config.mesh.rules: 'hidden' -> 'modle'"):
+        validate_config(cfg)
+    cfg.mesh.rules = (("vocab", "model"), ("embed", None))
+    with pytest.raises(ValueError, match="one rule for each"):
+        validate_config(cfg)

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxrec.data import events as events_lib
 from jaxrec.data.events import Events
 
 
-def feedback_types(cfg: Any) -> tuple[str, ...]:
-    """The feedback vocabulary the events of ``config.data`` will have
-    (:func:`jaxrec.data.prepare.resolve_feedback`)."""
-    from jaxrec.data import prepare
+def _source(cfg_data: Any) -> Any:
+    from jaxrec.data.registry import get_source
 
-    return prepare.resolve_feedback(cfg)
+    return get_source(cfg_data.source, field="config.data.source")
 
 
-def load_events(cfg: Any, seed: int) -> tuple[Events, dict[str, Any]]:
+def feedback_types(cfg_data: Any) -> tuple[str, ...]:
+    """The feedback vocabulary the events of ``config.data`` will have: the simulator's, a
+    prepared dataset's (its dataset.json) or a source adapter's with the config's options
+    (:class:`jaxrec.data.registry.Source`)."""
+    return _source(cfg_data).feedback_types(cfg_data.get("path"), cfg_data.get("options"))
+
+
+def load_events(cfg_data: Any, seed: int) -> tuple[Events, dict[str, Any]]:
     """The events that ``config.data`` names, and the source adapter's report of what it
     dropped or flagged: the simulator, a prepared dataset (``jaxrec data prepare``), or any
     adapter's raw files read directly."""
-    from jaxrec.data import prepare
-
-    if cfg.source == "prepared":
-        return prepare.load_prepared(cfg.path), {"source": "prepared", "path": str(cfg.path)}
-    table, types, report = prepare.read_source(
-        cfg.source, cfg.get("path"), cfg.get("options"), cfg.get("simulator"), seed
+    return _source(cfg_data).load(
+        cfg_data.get("path"), cfg_data.get("options"), cfg_data.get("simulator"), seed
     )
-    rep = report.to_dict() if report is not None else {"source": cfg.source}
-    return events_lib.encode(table, types, str(cfg.get("path") or cfg.source)), rep

@@ -1,5 +1,6 @@
-"""Reading a data source: its files -> event table, report and TFDS dataset (``jaxrec data
-prepare``), and the feedback vocabulary a ``config.data`` resolves to (:func:`resolve_feedback`)."""
+"""A versioned dataset: a source's event table -> ``events.parquet``, the encoded events, the
+TFDS dataset, ``report.json`` and ``dataset.json`` (``jaxrec data prepare``), and reading such
+a directory back. Sources are looked up in :mod:`jaxrec.data.registry`."""
 
 from __future__ import annotations
 
@@ -8,64 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from jaxrec.data import events as events_lib
-from jaxrec.data import simulator, tfds_builder
-from jaxrec.data.adapters import SOURCES, feedback_types_for, load_source
-from jaxrec.data.adapters.generic import require_mapping
+from jaxrec.data import tfds_builder
 from jaxrec.data.events import Events
-from jaxrec.data.report import Report
+from jaxrec.data.registry import get_source, plain_options
 from jaxrec.data.stats import compute_stats
 
 DATASET_FILE = "dataset.json"
-
-# The feedback types each named source treats as positive by default (the configs agree).
-DEFAULT_POSITIVE = {
-    "simulator": ("thumbs_up", "play"),
-    "mssd": ("complete",),
-    "spotify-sessions": ("complete",),
-    "piki": ("like", "superlike"),
-    "movielens": ("thumbs_up",),
-}
-
-
-def plain_options(options: Any) -> dict[str, Any]:
-    """Adapter options as a plain dict (``None`` -> ``{}``; a ConfigDict converted)."""
-    if options is None:
-        return {}
-    return options.to_dict() if hasattr(options, "to_dict") else dict(options)
-
-
-def resolve_feedback(cfg_data: Any) -> tuple[str, ...]:
-    """The feedback vocabulary the events of ``config.data`` will have: the simulator's, a
-    prepared dataset's (its dataset.json) or a source adapter's with the config's options."""
-    source = cfg_data.source
-    if source == "simulator":
-        return simulator.FEEDBACK_TYPES
-    if source == "prepared":
-        return prepared_feedback_types(cfg_data.path)
-    if source in SOURCES:
-        options = plain_options(cfg_data.get("options"))
-        if source in ("csv", "parquet") and cfg_data.get("path"):
-            require_mapping(source, cfg_data.path, options)
-        return feedback_types_for(source, options)
-    raise ValueError(
-        f"config.data.source: unknown source {source!r}; one of "
-        f"{sorted(['simulator', 'prepared', *SOURCES])}"
-    )
-
-
-def read_source(
-    source: str, path: str | Path | None, options: Any = None, sim_cfg: Any = None, seed: int = 0
-) -> tuple[Any, tuple[str, ...], Report | None]:
-    """The raw event table of ``source``, its feedback vocabulary and the adapter's report."""
-    if source == "simulator":
-        if sim_cfg is None:
-            raise ValueError("source 'simulator' needs the config's data.simulator")
-        return simulator.simulate(sim_cfg, seed), simulator.FEEDBACK_TYPES, None
-    if not path:
-        raise ValueError(f"config.data.path: source {source!r} needs the path of its file(s)")
-    options = plain_options(options)
-    table, report = load_source(source, path, options)
-    return table, feedback_types_for(source, options), report
 
 
 def prepare(
@@ -83,7 +32,9 @@ def prepare(
     ``out/tfds``, ``report.json`` (what was dropped or flagged) and ``dataset.json``."""
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    table, types, report = read_source(source, path, options, sim_cfg, seed)
+    src = get_source(source)
+    table, report = src.read(path, options, sim_cfg, seed)
+    types = src.feedback_types(path, options)
     events_lib.write_parquet(table, out / "events.parquet")
     ev = events_lib.encode(table, types, str(path or source))
     tfds_builder.write_encoded(ev, out)
@@ -104,7 +55,7 @@ def prepare(
         "input": str(path) if path else None,
         "options": plain_options(options),
         "feedback_types": list(types),
-        "positive": list(DEFAULT_POSITIVE.get(source, ())),
+        "positive": list(src.positive),
         "tfds_dir": str(tfds_dir.relative_to(out)),
         "events": ev.num_events,
     }
@@ -151,10 +102,7 @@ __all__ = [
     "compute_stats",
     "dataset_info",
     "load_prepared",
-    "plain_options",
     "prepare",
     "prepared_feedback_types",
-    "read_source",
-    "resolve_feedback",
     "stats_lines",
 ]

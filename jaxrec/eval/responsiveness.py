@@ -115,7 +115,7 @@ def responsiveness(
 NEGATIVE_PREFERENCE = ("thumbs_down", "skip")
 
 
-def feedback_types_for(
+def choose_appended_types(
     feedback_types: tuple[str, ...],
     roles: Any,
     negative: str | None = None,
@@ -178,11 +178,11 @@ def responsiveness_report(
     """:func:`responsiveness` of ``model`` on the covered histories of ``data``'s ``split``
     (a :class:`jaxrec.train.Data`), at most ``max_sequences`` of them (the first ones).
 
-    The feedback types are picked by :func:`feedback_types_for`; the result adds their names,
+    The feedback types are picked by :func:`choose_appended_types`; the result adds their names,
     the split and the histories available (``covered_sequences``) to :func:`responsiveness`'s.
     """
     types = tuple(data.events.feedback_types)
-    negative, neutral = feedback_types_for(types, data.roles, negative, neutral)
+    negative, neutral = choose_appended_types(types, data.roles, negative, neutral)
     eval_set = getattr(data, split)
     rows = np.flatnonzero((np.asarray(eval_set.items_NxL) > 0).any(axis=1))
     covered = len(rows)

@@ -14,10 +14,11 @@ from jaxrec.data.report import MAX_EXAMPLES, Report
 
 ON_BAD_ROW = ("drop", "error")
 
+# An adapter's options: a plain mapping, an ``ml_collections.ConfigDict`` or None.
+Options = Mapping[str, Any] | None
 
-def check_options(
-    source: str, options: Mapping[str, Any] | None, allowed: Sequence[str]
-) -> dict[str, Any]:
+
+def check_options(source: str, options: Options, allowed: Sequence[str]) -> dict[str, Any]:
     """Validates option names (typos in a config must not pass silently) and ``on_bad_row``.
 
     Accepts a plain mapping or an ``ml_collections.ConfigDict`` (converted to plain dicts).

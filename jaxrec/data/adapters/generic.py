@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jaxrec.data.adapters.bad_rows import Rows, check_options
+from jaxrec.data.adapters.bad_rows import Options, Rows, check_options
 from jaxrec.data.adapters.columns import (
     as_array,
     float_column,
@@ -41,7 +41,6 @@ from jaxrec.data.events import COLUMNS, DataError
 from jaxrec.data.report import Report
 from jaxrec.data.simulator import FEEDBACK_TYPES as RADIO_TYPES
 
-Options = Mapping[str, Any] | None
 _COMMON = ("columns", "feedback", "feedback_types", "id_type", "timestamp_format")
 _REQUIRED = ("user_id", "item_id", "feedback")
 
