@@ -11,7 +11,7 @@
 #                  `nvidia-smi -L` / a TPU device node; none on CPU). --smoke with REPO/.venv:
 #                  that venv is reused, nothing installed. $PYTHON picks the interpreter (>= 3.11).
 #   devices        jax.devices() (must be GPU / TPU when one was detected: no silent CPU fallback)
-#   tests          tests/test_kernel.py tests/test_losses.py with JAX_PLATFORMS=cuda|tpu: Pallas
+#   tests          tests/losses/test_kernel.py tests/losses/test_losses.py with JAX_PLATFORMS=cuda|tpu: Pallas
 #                  compiles for the device (the kernel switches to interpret mode only on CPU)
 #   loss_float32, loss_bfloat16
 #                  python -m bench.loss: kernels dense, chunked, pallas (no pallas on CPU);
@@ -157,13 +157,13 @@ json.dump(info, open(sys.argv[1], 'w'))
 sys.exit(0 if d[0].platform == sys.argv[2] else 1)" "$outdir/devices.json" "$expect"
 
   if ((smoke)) || [[ $sizes == smoke ]]; then
-    tests=(tests/test_kernel.py::test_matches_dense_values_and_gradients
-      tests/test_losses.py::test_bf16_chunked_matches_float32_dense)
+    tests=(tests/losses/test_kernel.py::test_matches_dense_values_and_gradients
+      tests/losses/test_losses.py::test_bf16_chunked_matches_float32_dense)
     loss_args=(--small --queries 256 --full-queries 128 --repeats 1 --kernels dense,chunked)
     train_args=(--small --steps 2 --warmup 1 --configs bce1)
     limit=120
   else
-    tests=(tests/test_kernel.py tests/test_losses.py)
+    tests=(tests/losses/test_kernel.py tests/losses/test_losses.py)
     loss_args=(--repeats 5 --kernels dense,chunked,pallas)
     train_args=(--steps 100 --warmup 10 --configs bce1,gbce256,recbole)
     limit=300

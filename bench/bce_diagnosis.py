@@ -19,13 +19,14 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from jaxrec import inference
+from jaxrec.base_config import complete
 from jaxrec.eval.evaluator import Evaluator
 from jaxrec.selection import load_selected
 
 
 def main(workdirs: list[str]) -> None:
     for wd in workdirs:
-        cfg = ConfigDict(json.loads((Path(wd) / "config.json").read_text()))
+        cfg = complete(ConfigDict(json.loads((Path(wd) / "config.json").read_text())), saved=True)
         model, data, _ = load_selected(cfg, wd)
         train = data.labels == 0
         item, fb = data.events.item[train], data.events.feedback[train]

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from ml_collections import ConfigDict
 
+from jaxrec.base_config import complete
 from jaxrec.selection import load_selected
 
 
 def main(workdir: str) -> None:
-    cfg = ConfigDict(json.loads((Path(workdir) / "config.json").read_text()))
+    cfg = complete(ConfigDict(json.loads((Path(workdir) / "config.json").read_text())), saved=True)
     model, data, step = load_selected(cfg, workdir)
     types = tuple(data.events.feedback_types)
     print(f"{workdir}: step {step}")

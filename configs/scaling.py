@@ -23,6 +23,5 @@ def get_config() -> ConfigDict:
     # and with the sampled softmax, without the appeal pool (the settings of its report).
     c.model.appeal_pool = False
     c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
-    c.experiment = ConfigDict()
     c.experiment.scaling_listeners = (3000, 30000, 100000)
     return c

@@ -70,7 +70,7 @@ def prepare_data(cfg: Any) -> Data:
     events, source_report = load_events(cfg.data, cfg.seed)
     roles = Roles.from_config(events.feedback_types, cfg.feedback)
     labels = split_events(events, cfg.data)
-    keep = float(cfg.data.get("negative_keep_fraction", 1.0))
+    keep = float(cfg.data.negative_keep_fraction)
     labels = subsample_negatives(events, roles, labels, keep, int(cfg.seed))
     d = cfg.data
     train = build_examples(
@@ -79,8 +79,8 @@ def prepare_data(cfg: Any) -> Data:
         labels,
         int(d.max_len),
         int(d.max_explicit),
-        int(d.get("max_context_positives", 512)),
-        int(d.get("contrast_window", 0)) if _uses_window(cfg.loss) else 0,
+        int(d.max_context_positives),
+        int(d.contrast_window) if _uses_window(cfg.loss) else 0,
         d.sequence,
     )
     args = (int(d.max_len), int(d.window), d.sequence)
@@ -96,19 +96,17 @@ def length_buckets(cfg: Any, data: Data) -> tuple[int, ...]:
     """The batch lengths ``data.length_buckets`` resolves to for these examples (see
     jaxrec/data/pipeline.py); () when off."""
     lengths = pipeline.example_lengths(data.train)
-    return pipeline.resolve_buckets(
-        cfg.data.get("length_buckets", ()), int(cfg.data.max_len), lengths
-    )
+    return pipeline.resolve_buckets(cfg.data.length_buckets, int(cfg.data.max_len), lengths)
 
 
 def packing(cfg: Any, data: Data, buckets: tuple[int, ...], slices: int = 1) -> tuple[bool, float]:
     """Whether training batches are packed (``data.packing``; "auto": where it cuts the rows
     computed by 5%, and never with gradient accumulation), and the share of rows packing keeps
     (computed once, for the decision and data_report.json)."""
-    mode = cfg.data.get("packing", pipeline.DEFAULT_PACKING)
+    mode = cfg.data.packing
     batch, seed = int(cfg.train.batch_size), int(cfg.seed)
     share = pipeline.packed_rows_share(data.train, batch, seed, buckets, slices)
-    if mode == "auto" and int(cfg.train.get("grad_accum_steps", 1)) > 1:
+    if mode == "auto" and int(cfg.train.grad_accum_steps) > 1:
         return False, share
     packed = pipeline.resolve_packing(mode, data.train, batch, seed, buckets, slices, share)
     return packed, share
@@ -128,7 +126,7 @@ def packing_report(packed: bool, share: float) -> dict[str, Any]:
 
 def _uses_window(loss_cfg: Any) -> bool:
     """Whether a loss term reads each position's next W events (data.contrast_window)."""
-    return any(float(loss_cfg.get(k, 0.0)) > 0 for k in ("contrast_weight", "appeal_weight"))
+    return any(float(loss_cfg[k]) > 0 for k in ("contrast_weight", "appeal_weight"))
 
 
 def item_bias_prior(counts: TrainingCounts) -> np.ndarray:
@@ -153,7 +151,7 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
         context_bias=cfg.data.sequence == "listener",
         axis_rules=cfg.mesh.rules,
     )
-    init = cfg.model.get("item_bias_init", "zeros")
+    init = cfg.model.item_bias_init
     if init not in ITEM_BIAS_INITS:
         raise ValueError(f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {init!r}")
     # Like initialising a classifier's output bias to the log prior: the model starts from

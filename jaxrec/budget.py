@@ -78,8 +78,8 @@ def run_budget(cfg: Any, num_examples: int) -> Budget:
     steps, with ``train.checkpoint_every`` moved to a whole number of validations unless one
     already divides the other (so that checkpoints fall on validation steps)."""
     spe = max(1, num_examples // int(cfg.train.batch_size))  # < 1 batch: the pipeline refuses
-    epochs = float(cfg.train.get("epochs", 0))
-    every_epochs = float(cfg.train.get("eval_every_epochs", 0))
+    epochs = float(cfg.train.epochs)
+    every_epochs = float(cfg.train.eval_every_epochs)
     # round() first: 1.1 * 10 is 11.000000000000002, which must not become 12 steps.
     total = math.ceil(round(epochs * spe, 6)) if epochs > 0 else int(cfg.train.steps)
     total = max(total, 1)
@@ -98,7 +98,7 @@ def run_budget(cfg: Any, num_examples: int) -> Budget:
         checkpoint_every=ckpt_every,
         epochs=epochs,
         eval_every_epochs=every_epochs,
-        max_minutes=float(cfg.train.get("max_minutes", 0)),
+        max_minutes=float(cfg.train.max_minutes),
         checkpoint_every_config=ckpt_config,
     )
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import ConfigDict
 
+from jaxrec.base_config import complete
 from jaxrec.cli_args import parse_flags
 
 
@@ -206,7 +207,7 @@ def cmd_data(argv: Sequence[str]) -> None:
         fv.source,
         fv.input,
         fv.out,
-        cfg.data.get("options"),
+        cfg.data.options,
         sim_cfg=cfg.data.simulator,
         seed=int(cfg.seed),
         beam_runner=fv.beam_runner,
@@ -304,7 +305,7 @@ def _run_config(workdir: str) -> ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise SystemExit(f"jaxrec: {path} not found; is {workdir} a training workdir?")
-    cfg = ConfigDict(json.loads(path.read_text()))
+    cfg = complete(ConfigDict(json.loads(path.read_text())), saved=True)
     # Evaluation and export restore onto whatever devices this machine has (checkpoints move
     # across meshes): a run trained on a (4, 2) mesh is still evaluated on a laptop.
     cfg.mesh.shape = (-1, 1)

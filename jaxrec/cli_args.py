@@ -11,6 +11,8 @@ from types import ModuleType
 from absl import flags
 from ml_collections import ConfigDict, config_flags
 
+from jaxrec.base_config import complete
+
 # configs/ is a directory of the repository, not an installed package: the default config is
 # found next to the jaxrec/ source directory (an editable install or a clone).
 CONFIGS_DIR = Path(__file__).parents[1] / "configs"
@@ -72,6 +74,11 @@ def parse_flags(
         raise SystemExit(f"jaxrec: {e}") from None
     if len(rest) > 1:
         raise SystemExit(f"jaxrec: unexpected arguments {rest[1:]}")
+    if config:
+        try:
+            complete(fv.config)  # in place: every field present, none misspelt, locked
+        except ValueError as e:
+            raise SystemExit(f"jaxrec: {e}") from None
     return fv
 
 
@@ -87,8 +94,9 @@ def load_config_module(path: str | Path) -> ModuleType:
 
 
 def load_config(path: str | Path) -> ConfigDict:
-    """``get_config()`` of the config file at ``path``."""
-    return load_config_module(path).get_config()
+    """``get_config()`` of the config file at ``path``, completed from the base config
+    (:func:`jaxrec.base_config.complete`)."""
+    return complete(load_config_module(path).get_config())
 
 
 __all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "load_config", "load_config_module", "parse_flags"]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from jaxrec.data import feedback_types, simulator
-from jaxrec.data.pipeline import DEFAULT_PACKING, PACKING_MODES, resolve_buckets
+from jaxrec.data.pipeline import PACKING_MODES, resolve_buckets
 from jaxrec.data.sequences import SEQUENCES
 from jaxrec.eval.evaluator import PAIR_SCORES
 from jaxrec.eval.metrics import metric_mode, metric_names
@@ -33,7 +33,7 @@ BUDGET_FIELDS = ("epochs", "eval_every_epochs", "max_minutes")
 def select_sign(cfg: Any) -> float:
     """+1 when model selection maximises ``train.select_metric``, -1 when it minimises it
     (``train.select_mode``; 'auto': minimise the metrics where lower is better)."""
-    mode = cfg.train.get("select_mode", "auto")
+    mode = cfg.train.select_mode
     if mode == "auto":
         mode = metric_mode(cfg.train.select_metric, int(cfg.eval.k))
     return 1.0 if mode == "max" else -1.0
@@ -45,12 +45,12 @@ def _check_cloze(cfg: Any) -> None:
     head's term would crash on the first step, and the window contrast would quietly become the
     gap contrast."""
     cloze = "not supported with config.model.causal=False (cloze training)"
-    if cfg.model.get("appeal_head", False):
+    if cfg.model.appeal_head:
         raise ValueError(
             f"config.model.appeal_head: {cloze}; set config.model.appeal_head=False and "
             "config.loss.appeal_weight=0, or config.model.causal=True"
         )
-    if float(cfg.loss.get("appeal_weight", 0.0)) > 0:
+    if float(cfg.loss.appeal_weight) > 0:
         raise ValueError(
             f"config.loss.appeal_weight: > 0 trains the appeal head, {cloze}; set "
             "config.loss.appeal_weight=0 or config.model.causal=True"
@@ -62,15 +62,15 @@ def _check_cloze(cfg: Any) -> None:
             f"config.data.sequence: 'listener' is {cloze}; set config.data.sequence='context' "
             "or config.model.causal=True"
         )
-    if cfg.model.get("catalog_repeats", False):
+    if cfg.model.catalog_repeats:
         # Its training targets read the tokens at slots <= each query (step.py); a cloze query
         # sees both sides, which serving would then score differently.
         raise ValueError(
             f"config.model.catalog_repeats: {cloze}; set config.model.catalog_repeats=False or "
             "config.model.causal=True"
         )
-    window = int(cfg.data.get("contrast_window", 0))
-    if window > 0 and float(cfg.loss.get("contrast_weight", 0.0)) > 0:
+    window = int(cfg.data.contrast_window)
+    if window > 0 and float(cfg.loss.contrast_weight) > 0:
         raise ValueError(
             f"config.data.contrast_window: {window} (the contrast over the next W events, "
             f"config.loss.contrast_weight > 0) is {cloze}; set config.data.contrast_window=0 "
@@ -124,9 +124,9 @@ def validate_config(cfg: Any) -> None:
         validate_loss_config(cfg.loss)
     except ValueError as e:
         raise ValueError(f"config.{e}") from None
-    if not 0.0 < float(cfg.model.get("mask_prob", 0.2)) < 1.0:
+    if not 0.0 < float(cfg.model.mask_prob) < 1.0:
         raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.model.mask_prob}")
-    weights = dict(cfg.feedback.get("negative_weights", {}) or {})
+    weights = dict(cfg.feedback.negative_weights)
     bad = {k: v for k, v in weights.items() if k not in types or float(v) < 0}
     if bad:
         raise ValueError(
@@ -144,7 +144,7 @@ def validate_config(cfg: Any) -> None:
         raise ValueError(f"config.train.select: 'best' or 'last', got {cfg.train.select!r}")
     _positive_int(cfg, "train.early_stop_patience", 0)
     for name in BUDGET_FIELDS:  # 0 (or absent): off; train.steps / eval_every / no cap rule
-        value = cfg.train.get(name, 0)
+        value = cfg.train[name]
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -158,31 +158,31 @@ def validate_config(cfg: Any) -> None:
             f"config.train.select_metric: unknown metric {cfg.train.select_metric!r}; "
             f"valid names (eval.k = {cfg.eval.k}): {list(names)}"
         )
-    if cfg.model.get("item_bias_init", "zeros") not in ITEM_BIAS_INITS:
+    if cfg.model.item_bias_init not in ITEM_BIAS_INITS:
         raise ValueError(
             f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got "
             f"{cfg.model.item_bias_init!r}"
         )
-    if not cfg.model.get("causal", True):
+    if not cfg.model.causal:
         _check_cloze(cfg)
-    if float(cfg.loss.get("appeal_weight", 0.0)) > 0:
-        if not cfg.model.get("appeal_head", False):
+    if float(cfg.loss.appeal_weight) > 0:
+        if not cfg.model.appeal_head:
             raise ValueError(
                 "config.loss.appeal_weight: > 0 trains the appeal head; set "
                 "config.model.appeal_head=True"
             )
-        if int(cfg.data.get("contrast_window", 0)) < 1:
+        if int(cfg.data.contrast_window) < 1:
             raise ValueError(
                 "config.loss.appeal_weight: > 0 learns from the next W events of each position; "
                 "set config.data.contrast_window >= 1"
             )
-    if float(cfg.loss.get("counterfactual_weight", 0.0)) > 0:
-        if not cfg.model.get("catalog_repeats", False):
+    if float(cfg.loss.counterfactual_weight) > 0:
+        if not cfg.model.catalog_repeats:
             raise ValueError(
                 "config.loss.counterfactual_weight: > 0 trains the catalog repeat term's "
                 "reaction to a rejection; set config.model.catalog_repeats=True"
             )
-        name = cfg.loss.get("counterfactual_type", "thumbs_down")
+        name = cfg.loss.counterfactual_type
         if name not in types:
             raise ValueError(
                 f"config.loss.counterfactual_type: unknown feedback type {name!r}; known: "
@@ -197,7 +197,7 @@ def validate_config(cfg: Any) -> None:
         "catalog_repeats",
         "appeal_pool",
     ):
-        if not isinstance(cfg.model.get(name, False), bool):
+        if not isinstance(cfg.model[name], bool):
             raise ValueError(f"config.model.{name}: True or False, got {cfg.model[name]!r}")
     for name in (
         "bias_lr_multiplier",
@@ -206,19 +206,19 @@ def validate_config(cfg: Any) -> None:
         "catalog_repeat_lr_multiplier",
         "appeal_pool_lr_multiplier",
     ):
-        if float(cfg.optim.get(name, 1.0)) < 0:
+        if float(cfg.optim[name]) < 0:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {cfg.optim[name]}")
-    pair_score = cfg.eval.get("pair_score", "auto")
+    pair_score = cfg.eval.pair_score
     if pair_score not in PAIR_SCORES:
         raise ValueError(f"config.eval.pair_score: one of {list(PAIR_SCORES)}, got {pair_score!r}")
-    if pair_score == "appeal" and not cfg.model.get("appeal_head", False):
+    if pair_score == "appeal" and not cfg.model.appeal_head:
         raise ValueError("config.eval.pair_score: 'appeal' needs config.model.appeal_head=True")
-    unknown = sorted(set(cfg.eval.get("baselines", ())) - set(BASELINES))
+    unknown = sorted(set(cfg.eval.baselines) - set(BASELINES))
     if unknown:
         raise ValueError(
             f"config.eval.baselines: unknown baseline(s) {unknown}; known: {list(BASELINES)}"
         )
-    mode = cfg.train.get("select_mode", "auto")
+    mode = cfg.train.select_mode
     if mode not in SELECT_MODES:
         raise ValueError(f"config.train.select_mode: one of {list(SELECT_MODES)}, got {mode!r}")
     if "skip_nonfinite_steps" in cfg.train:
@@ -230,18 +230,18 @@ def validate_config(cfg: Any) -> None:
                 f"config.train.batch_size: {cfg.train.batch_size} is not divisible by "
                 f"config.train.grad_accum_steps ({cfg.train.grad_accum_steps})"
             )
-    buckets = cfg.data.get("length_buckets", ())
+    buckets = cfg.data.length_buckets
     if buckets != "auto":  # lengths are checked now; "auto" needs the data
         resolve_buckets(buckets, int(cfg.data.max_len), np.zeros(0, np.int64))
-    packing = cfg.data.get("packing", DEFAULT_PACKING)
+    packing = cfg.data.packing
     if packing not in PACKING_MODES:
         raise ValueError(f"config.data.packing: one of {list(PACKING_MODES)}, got {packing!r}")
-    if packing == "on" and int(cfg.train.get("grad_accum_steps", 1)) > 1:
+    if packing == "on" and int(cfg.train.grad_accum_steps) > 1:
         raise ValueError(
             "config.data.packing: 'on' needs config.train.grad_accum_steps = 1 (micro-batches "
             "split examples, not packed rows); use 'auto' or 'off'"
         )
-    if not isinstance(cfg.train.get("tensorboard", True), bool):
+    if not isinstance(cfg.train.tensorboard, bool):
         raise ValueError(f"config.train.tensorboard: True or False, got {cfg.train.tensorboard!r}")
     if float(cfg.optim.learning_rate) <= 0:
         raise ValueError(f"config.optim.learning_rate: must be > 0, got {cfg.optim.learning_rate}")

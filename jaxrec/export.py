@@ -300,15 +300,16 @@ def export_run(
 ) -> tuple[Path, int]:
     """Exports a training run's selected model (or that of ``step``); (out, step).
 
-    ``exclude_feedback`` defaults to ``cfg.serving.exclude_feedback`` when the config has it,
-    else to the run's ``feedback.negative`` types."""
+    ``exclude_feedback`` defaults to ``cfg.serving.exclude_feedback``, or when that is None to
+    the run's ``feedback.negative`` types."""
     from jaxrec.data.counts import TrainingCounts
     from jaxrec.selection import load_selected
 
     model, data, step = load_selected(cfg, workdir, None if step is None else int(step))
     if exclude_feedback is None:
-        serving = cfg.get("serving", None) or {}
-        exclude_feedback = tuple(serving.get("exclude_feedback", cfg.feedback.negative))
+        exclude_feedback = cfg.serving.exclude_feedback
+        if exclude_feedback is None:
+            exclude_feedback = tuple(cfg.feedback.negative)
     counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
     config = json.loads(cfg.to_json_best_effort()) if hasattr(cfg, "to_json_best_effort") else cfg
     path = export(

@@ -164,7 +164,7 @@ class SequenceModel(nnx.Module):
         self.num_items = num_items
         # Rows padded to a multiple of the vocabulary multiple, so the table splits evenly over
         # the ``model`` axis (and tiles well on TPU); the padding rows are never scored.
-        multiple = int(cfg.get("vocab_multiple", 128))
+        multiple = int(cfg.vocab_multiple)
         rows = -(-(num_items + 2) // multiple) * multiple
         self.causal = bool(cfg.causal)
         # Cloze (BERT4Rec) mode hides tokens behind a [MASK] item and feedback type.
@@ -199,7 +199,7 @@ class SequenceModel(nnx.Module):
         # quality (how often an item is liked once played) need not be squeezed into the dot
         # product. Stored as a [rows, 1] table; queries get a constant 1 appended to match.
         self.item_bias = nnx.data(None)
-        if cfg.get("item_bias", False):
+        if cfg.item_bias:
             self.item_bias = nnx.Embed(
                 rows,
                 1,
@@ -231,10 +231,10 @@ class SequenceModel(nnx.Module):
         # listener's overall mood c (how much they skip), without a per-listener item term.
         # The listener x item term reads the output item embeddings (appeal_width = 0: the
         # catalog task regularises them) or item vectors of its own (appeal_width = A > 0).
-        self.appeal_personal = bool(cfg.get("appeal_personal", True))
+        self.appeal_personal = bool(cfg.appeal_personal)
         self.appeal_embed = nnx.data(None)
-        if cfg.get("appeal_head", False):
-            own = int(cfg.get("appeal_width", 0)) if self.appeal_personal else 0
+        if cfg.appeal_head:
+            own = int(cfg.appeal_width) if self.appeal_personal else 0
             query_width = (own or width) if self.appeal_personal else 0
             self.appeal_proj = _dense(
                 width, query_width + 1, (EMBED, None), rules, rngs, jnp.float32
@@ -263,14 +263,14 @@ class SequenceModel(nnx.Module):
         # w_t log(1 + n_t(i)) for the n_t(i) earlier reactions of type t to item i, plus u_t for
         # the type of the newest one. 2 x (T + 2) weights shared by all items, started at 0.
         self.appeal_repeat = nnx.data(None)
-        if cfg.get("appeal_head", False) and cfg.get("appeal_repeats", False):
+        if cfg.appeal_head and cfg.appeal_repeats:
             self.appeal_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
         # Optional repeat term of the catalog score, the same form with weights of its own: a
         # thumbs-down on a song lowers that song's score directly, which a dot product with a
         # summary of the history cannot do for one song without moving its neighbours. Trained
         # with the catalog loss, the history's items competing as extra candidates (step.py).
         self.catalog_repeat = nnx.data(None)
-        if cfg.get("catalog_repeats", False):
+        if cfg.catalog_repeats:
             self.catalog_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))
         # Optional reaction pool of the appeal head: per feedback type t, a weight v_t times the
         # mean output embedding of the history's songs that got t; song i's appeal gains
@@ -279,7 +279,7 @@ class SequenceModel(nnx.Module):
         # stopped: only the T + 2 weights, started at 0, learn from the appeal loss, so the
         # term cannot overfit the way a free listener x item term does at small data.
         self.appeal_pool = nnx.data(None)
-        if cfg.get("appeal_head", False) and cfg.get("appeal_pool", False):
+        if cfg.appeal_head and cfg.appeal_pool:
             self.appeal_pool = nnx.Param(jnp.zeros((num_feedback_types + 2,), jnp.float32))
         self.embed_dropout = Dropout(float(cfg.dropout))
         # Listener sequences (data.sequence = "listener"): each layer and head adds a learned
@@ -296,7 +296,7 @@ class SequenceModel(nnx.Module):
         # at tanh(0.5) = 0.46, so a disliked song can count *against* its neighbours: with
         # shared input/output embeddings the query can then hold sum_h gate_h e_h, an
         # item-item model with negative feedback.
-        gate = {False: "none", True: "sigmoid"}.get(cfg.get("feedback_gate", "none"))
+        gate = {False: "none", True: "sigmoid"}.get(cfg.feedback_gate)
         gate = gate or cfg.feedback_gate
         if gate not in FEEDBACK_GATES:
             raise ValueError(

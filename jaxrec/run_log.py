@@ -42,7 +42,7 @@ def open_tensorboard(cfg: Any, workdir: Path, purge_step: int | None):
     """A TensorBoard event writer under ``WORKDIR/tensorboard`` (tensorboardX: no TensorFlow),
     or None when ``train.tensorboard`` is off. ``purge_step``: a resumed run hides the events
     an earlier attempt wrote from that step on."""
-    if not bool(cfg.train.get("tensorboard", True)):
+    if not bool(cfg.train.tensorboard):
         return None
     try:
         from tensorboardX import SummaryWriter

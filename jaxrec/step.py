@@ -88,7 +88,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         max(total_steps, 2),
         end_value=0.1 * float(cfg.learning_rate),
     )
-    decay_embeddings = bool(cfg.get("decay_embeddings", False))
+    decay_embeddings = bool(cfg.decay_embeddings)
     decay_mask = lambda params: weight_decay_mask(params, decay_embeddings)
     parts = [
         optax.clip_by_global_norm(float(cfg.grad_clip)),
@@ -103,7 +103,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         ("catalog_repeat", "catalog_repeat_lr_multiplier"),
         ("appeal_pool", "appeal_pool_lr_multiplier"),
     ):
-        multiplier = float(cfg.get(field, 1.0))
+        multiplier = float(cfg[field])
         if multiplier != 1.0:
             mask = functools.partial(table_mask, name=name)
             parts.append(optax.masked(optax.scale(multiplier), mask))
@@ -153,7 +153,7 @@ def cloze_batch(
 
 def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
     """Per-feedback-type weights of explicit negatives, from ``feedback.negative_weights``."""
-    given = dict(cfg.get("negative_weights", {}) or {})
+    given = dict(cfg.negative_weights)
     unknown = sorted(set(given) - set(feedback_types))
     if unknown:
         raise ValueError(
@@ -264,15 +264,15 @@ def make_train_step(
     base_key = jax.random.key(int(cfg.seed))
     weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
     item_log_prob_V = None
-    if cfg.loss.get("sampler", "uniform") == "popularity":
+    if cfg.loss.sampler == "popularity":
         # Add-one smoothing: an item never liked in training can still be a negative.
         item_log_prob_V = item_log_prob_from_counts(item_counts + 1)
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
-    mask_prob = float(cfg.model.get("mask_prob", 0.2))
-    accum = int(cfg.train.get("grad_accum_steps", 1))
-    appeal_weight = float(cfg.loss.get("appeal_weight", 0.0))
+    mask_prob = float(cfg.model.mask_prob)
+    accum = int(cfg.train.grad_accum_steps)
+    appeal_weight = float(cfg.loss.appeal_weight)
     counterfactual = None  # the feedback token of the counterfactual rejection
-    if float(cfg.loss.get("counterfactual_weight", 0.0)) > 0:
+    if float(cfg.loss.counterfactual_weight) > 0:
         counterfactual = list(feedback_types).index(cfg.loss.counterfactual_type) + 1
 
     def loss_fn(model, batch, loss_key, drop_key, step):

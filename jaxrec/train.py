@@ -16,10 +16,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from jaxrec import checkpoint, faults, sharding
 from jaxrec.assembly import Data, prepare_data
+from jaxrec.base_config import complete
 from jaxrec.budget import WallClock, stop_summary
 from jaxrec.build import Run, build_run
 from jaxrec.config import validate_config
@@ -32,7 +34,6 @@ from jaxrec.eval.evaluator import Evaluator
 from jaxrec.eval.names import BASELINES
 from jaxrec.run_log import RunLog, truncate_log
 from jaxrec.selection import Selection, load_selected
-from jaxrec.sharding import AXIS_RULES
 from jaxrec.step import Trainer
 
 
@@ -101,16 +102,6 @@ RESUMABLE_CHANGES = (
     "loss.chunk_size",
     "loss.pallas_",
 )
-# Fields added after runs were saved, with the value an absent one means (config.json of an
-# older run lacks them; resuming it under a config that has them at this value is no change).
-ADDED_DEFAULTS = {
-    "train.epochs": 0,
-    "train.eval_every_epochs": 0,
-    "train.max_minutes": 0,
-    "model.appeal_pool": False,
-    "mesh.rules": AXIS_RULES,
-    "optim.appeal_pool_lr_multiplier": 10.0,  # steps nothing without the pool
-}
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -130,12 +121,14 @@ def check_resume_config(workdir: Path, cfg: Any) -> None:
     if not (saved.exists() and steps.is_dir() and any(p.name.isdigit() for p in steps.iterdir())):
         return
     try:
-        old = _flat(json.loads(saved.read_text()))
+        saved_json = json.loads(saved.read_text())
     except ValueError:
         return
+    # A field absent from the saved config (one from before it existed) counts as what it
+    # meant then (base_config.ABSENT_MEANS), or the base config's value.
+    old_cfg = complete(ConfigDict(saved_json), saved=True)
+    old = _flat(json.loads(old_cfg.to_json_best_effort()))
     new = _flat(json.loads(cfg.to_json_best_effort()))
-    # A field absent from one side (a config from before it existed) counts as its default.
-    old, new = {**ADDED_DEFAULTS, **old}, {**ADDED_DEFAULTS, **new}
     diffs = [
         k
         for k in sorted(set(old) | set(new))
@@ -213,7 +206,7 @@ def train(
     latest, data_state, rows = _resume(ts, ckpt, workdir)
     selection = Selection(cfg, workdir, rows, latest)
     last = rows[-1] if rows else {}  # the earlier attempts' counts
-    guard = NonFiniteSteps(int(cfg.train.get("skip_nonfinite_steps", 0)), last)
+    guard = NonFiniteSteps(int(cfg.train.skip_nonfinite_steps), last)
     clock = WallClock(t_run, plan, log_every, last)
     start = 0 if latest is None else latest
     if latest is not None:
@@ -290,7 +283,7 @@ def _test_and_report(
     test["selected_step"] = int(selected)
     if data.truth is not None:
         test.update(simulator_ceilings(data.truth, data.events, data.test, data.valid))
-    names = tuple(cfg.eval.get("baselines", BASELINES))
+    names = tuple(cfg.eval.baselines)
     windows: dict[str, dict[str, paired.Windows]] = {}
     baselines = baseline_metrics(data, evaluator, {"test": data.test}, names, windows)["test"]
     if jax.process_index() != 0:
@@ -426,7 +419,7 @@ def run_baselines(cfg: Any, out: str | Path) -> dict[str, dict[str, dict[str, fl
     config's split; writes ``baselines_valid.json`` and ``baselines_test.json`` under ``out``."""
     validate_config(cfg)
     data = prepare_data(cfg)
-    names = tuple(cfg.eval.get("baselines", ())) or BASELINES
+    names = tuple(cfg.eval.baselines) or BASELINES
     evaluator = Evaluator(cfg.eval)
     results = baseline_metrics(data, evaluator, {"valid": data.valid, "test": data.test}, names)
     out = Path(out)

@@ -71,49 +71,35 @@ def nonfinite_loss_at():
 # 2 cores). Chosen from measured durations (>= ~3 s on 2 busy cores); CI runs both tiers.
 SLOW_MODULES = {
     "test_accelerator_check",
+    "test_appeal_head",
     "test_experiments",
     "test_export",
     "test_faults",
     "test_loss_training",
     "test_multiprocess",
-    "test_pallas_backward",
+    "test_pallas_kernel",
     "test_real_data",
     "test_train",
-    "test_train_features",
 }
 SLOW_TESTS = {
-    "test_appeal": (
-        "test_training_with_the_appeal_head_logs_its_loss_and_reports_both_accuracies",
-        "test_the_export_serves_the_appeal_head_as_the_model_scores_it",
-        "test_jsonl_requests_with_candidates_get_them_ordered_by_appeal",
-        "test_evaluator_reads_pairs_from_the_appeal_head_and_catalog_on_request",
-    ),
     "test_bench_throughput": ("test_small_config_prints_throughput",),
-    "test_buckets": (
-        "test_training_with_auto_buckets_reports_them",
-        "test_a_cut_batch_gives_the_uncut_loss_and_update",
-    ),
-    "test_budgets": (
+    "test_budget": (
         "test_epoch_budget_stops_on_budget_and_warns_when_still_improving",
         "test_patience_stop_reason",
         "test_wall_clock_cap_stops_after_the_step_with_a_validation",
         "test_older_run_without_the_fields_resumes",
     ),
     "test_cli": ("test_train_then_eval_from_the_command_line",),
-    "test_correctness": (
-        "test_fresh_start_clears_an_older_runs_log_and_best",
-        "test_context_positives_of_other_examples_are_never_negatives",
-        "test_resuming_under_another_config_is_refused_naming_the_field",
-        "test_num_random_negatives_arms_share_one_loss",
-    ),
-    "test_honest": ("test_a_run_validates_at_step_0_and_its_lines_carry_an_interval",),
+    "test_evaluator": ("test_evaluator_reads_pairs_from_the_appeal_head_and_catalog_on_request",),
     "test_kernel": (
         "test_row_exclusion_ids_match_the_row_mask",
         "test_query_rows_pick_each_querys_row_exclusion",
     ),
-    "test_packing": (
+    "test_losses": ("test_context_positives_of_other_examples_are_never_negatives",),
+    "test_num_negatives": ("test_num_random_negatives_arms_share_one_loss",),
+    "test_pipeline": (
+        "test_a_cut_batch_gives_the_uncut_loss_and_update",
         "test_packed_training_follows_unpacked_training",
-        "test_training_with_packing_reports_it_and_resumes_exactly",
     ),
     "test_responsiveness": ("test_eval_responsiveness_writes_and_prints",),
     "test_serving": (

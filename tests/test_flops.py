@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from ml_collections import ConfigDict
 
 from bench.flops import (
     compiled_flops,
@@ -27,13 +26,14 @@ from bench.flops import (
 )
 from jaxrec.losses import LossConfig, LossTargets, compute_loss
 from jaxrec.model import SequenceModel
+from tests.tiny import model_config
 
 LOW, HIGH = 0.95, 1.25
 
 
 def _model(length, width, depth, mlp_ratio, heads):
-    cfg = ConfigDict(
-        dict(
+    cfg = model_config(
+        **dict(
             width=width,
             depth=depth,
             heads=heads,

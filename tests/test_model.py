@@ -1,11 +1,15 @@
 """Golden values of the model: its outputs on fixed tokens and its loss after one optimizer step,
 so that any unintended change to jaxrec/model.py (or to how inference reads it) shows up at once;
-plus the inference functions against plain numpy, and a checkpoint save/restore round trip.
+plus the inference functions against plain numpy, and a checkpoint save/restore round trip; then
+the optional parts by hand: the appeal head and its reaction pool, the catalog repeat term, the
+item bias and feedback gates, and the context bias.
 
 The model configs are written out here (not taken from configs/), so only model code moves the
 numbers. After an intended change to the model, regenerate them (on CPU) with
 ``JAX_PLATFORMS=cpu python -m tests.test_model`` and paste its output over the GOLDEN_* values.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +20,10 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from jaxrec import checkpoint, inference
-from jaxrec.model import SequenceModel
+from jaxrec.config import validate_config
+from jaxrec.model import SequenceModel, repeat_term
+from tests.tiny import catalog_repeat_model, tiny_config, tiny_model
+from tests.tiny import model_config as tiny_model_config
 
 NUM_ITEMS, NUM_TYPES, MAX_LEN = 12, 4, 6
 # Left-padded histories (item 0 / feedback 0 is padding); feedback types are 1..NUM_TYPES.
@@ -27,9 +34,9 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def model_config(**overrides) -> ConfigDict:
-    """Every field SequenceModel reads, fixed: a tiny causal transformer."""
-    cfg = ConfigDict(
-        dict(
+    """A tiny causal transformer: the fields that shape it fixed here, the rest the base's."""
+    cfg = tiny_model_config(
+        **dict(
             width=16,
             depth=2,
             heads=2,
@@ -206,6 +213,281 @@ def _golden_source() -> str:
         + "".join(f"    {fmt(r)},\n" for r in cloze["scores"][:, :5])
         + "]"
     )
+
+
+# The appeal head: its score and the history (repeat) term it adds.
+
+
+def _appeal_model(width=8):
+    cfg = tiny_config().model
+    cfg.width, cfg.appeal_head, cfg.item_bias = width, True, True
+    cfg.appeal_personal = True  # the quickstart ships it off; its formula is tested here
+    with nnx.use_eager_sharding(False):
+        return SequenceModel(cfg, num_items=10, num_feedback_types=4, max_len=6, rngs=nnx.Rngs(0))
+
+
+def test_appeal_score_is_projection_dot_item_plus_bias_plus_offset():
+    model = _appeal_model()
+    bias = model.appeal_bias.embedding
+    bias[...] = jax.random.normal(jax.random.key(3), bias.shape)
+    kernel = model.appeal_proj.kernel
+    assert float(jnp.abs(kernel[...]).max()) == 0.0  # starts at its fitted terms alone
+    kernel[...] = jax.random.normal(jax.random.key(4), kernel.shape)
+    items = jnp.array([[0, 0, 3, 5, 7, 2]])
+    fb = jnp.array([[0, 0, 1, 2, 3, 4]])
+    hidden = inference.user_hidden(model, items, fb)
+    window = jnp.array([[4, 9, 0]])
+    got = inference.appeal_scores(model, hidden, window, items, fb)
+    proj = model.appeal_proj(hidden)
+    e = model.item_embed.embedding[...]  # appeal_width 0: the output item embeddings
+    for j, item in enumerate([4, 9]):
+        want = proj[0, :-1] @ e[item] + bias[item, 0] + proj[0, -1]
+        assert float(got[0, j]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+    assert float(got[0, 2]) == -np.inf  # padding
+    # The catalog query is untouched by the head: hidden with the item bias's constant 1.
+    q = inference.user_query(model, items, fb)
+    np.testing.assert_allclose(np.asarray(q[:, :-1]), np.asarray(hidden), rtol=1e-6)
+    assert float(q[0, -1]) == 1.0
+
+
+def test_repeat_term_reads_the_earlier_reactions_to_the_same_item():
+    cfg = tiny_config().model
+    cfg.width, cfg.appeal_head, cfg.appeal_repeats = 8, True, True
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg, num_items=10, num_feedback_types=4, max_len=6, rngs=nnx.Rngs(0))
+    w_count = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 0.0])  # by feedback index + 1 (0: padding)
+    w_last = jnp.array([0.0, 10.0, 20.0, 30.0, 40.0, 0.0])
+    model.appeal_repeat[...] = jnp.stack([w_count, w_last])
+    # Item 3 heard with types 1, 2, 1 (oldest first); item 5 once with type 4; slots 0-1 padding.
+    items = jnp.array([[0, 0, 3, 3, 5, 3]])
+    fb = jnp.array([[0, 0, 1, 2, 4, 1]])
+    whole = model.repeat_scores(items, fb, jnp.array([[[3, 5, 7, 0]]]))
+    want = [
+        math.log(3) * 1 + math.log(2) * 2 + 10,  # two type-1, one type-2; the newest is type 1
+        math.log(2) * 4 + 40,
+        0.0,  # never heard
+        0.0,  # padding matches nothing
+    ]
+    np.testing.assert_allclose(np.asarray(whole[0, 0]), want, rtol=1e-6)
+    # Q = L: position q knows only the slots up to itself.
+    cand = jnp.broadcast_to(jnp.array([3, 5])[None, None], (1, 6, 2))
+    causal = np.asarray(model.repeat_scores(items, fb, cand))[0]
+    np.testing.assert_allclose(causal[:2], 0.0)
+    np.testing.assert_allclose(causal[2], [math.log(2) * 1 + 10, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(causal[3], [math.log(2) * 1 + math.log(2) * 2 + 20, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(causal[5], want[:2], rtol=1e-6)
+    # The evaluator's appeal score is the head's dot product plus this term.
+    hidden = inference.user_hidden(model, items, fb)
+    window = jnp.array([[3, 5, 7, 0]])
+    with_term = inference.appeal_scores(model, hidden, window, items, fb)
+    model.appeal_repeat[...] = jnp.zeros_like(model.appeal_repeat[...])
+    without = inference.appeal_scores(model, hidden, window, items, fb)
+    np.testing.assert_allclose(np.asarray(with_term - without)[0, :3], want[:3], rtol=1e-5)
+
+
+# The appeal head's reaction pool (``model.appeal_pool``): the pooled vector by hand, what
+# each slot reads, the appeal score it adds, and where its gradient goes.
+
+
+# Per feedback token (0 = padding, 1-4 the four types, 5 = [MASK]).
+W_T = [0.0, 1.0, 2.0, 3.0, -4.0, 0.0]
+
+
+POOL_ITEMS = jnp.asarray([[0, 5, 7, 5, 9]], jnp.int32)
+
+
+POOL_FEEDBACK = jnp.asarray([[0, 2, 4, 1, 4]], jnp.int32)
+
+
+def _pool_model(weights_T=None, shared: bool = True) -> SequenceModel:
+    return tiny_model(
+        "appeal_pool", weights_T, appeal_head=True, appeal_pool=True, shared_embeddings=shared
+    )
+
+
+def _unit_table(model: SequenceModel) -> np.ndarray:
+    e = np.asarray(model.item_table())[:, : model.width]
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-6)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_pool_by_hand(shared):
+    """Padding, 5 (token 2), 7 (token 4), 5 again (token 1), 9 (token 4): each slot pools the
+    unit output embeddings of the slots up to itself, a mean per type times its weight."""
+    model = _pool_model(W_T, shared)
+    e = _unit_table(model)
+    got = np.asarray(model.pooled_reactions(model.appeal_pool[...], POOL_ITEMS, POOL_FEEDBACK))[0]
+    want = [
+        0 * e[0],
+        2.0 * e[5],
+        2.0 * e[5] - 4.0 * e[7],
+        2.0 * e[5] - 4.0 * e[7] + 1.0 * e[5],
+        2.0 * e[5] - 4.0 * (e[7] + e[9]) / 2 + 1.0 * e[5],
+    ]
+    np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-6)
+    # Within packed rows a slot reads only its own example: segment ids cut the row in two.
+    segment = jnp.asarray([[1, 1, 1, 2, 2]], jnp.int32)
+    cut = np.asarray(
+        model.pooled_reactions(model.appeal_pool[...], POOL_ITEMS, POOL_FEEDBACK, segment)
+    )[0]
+    np.testing.assert_allclose(cut[:3], np.stack(want[:3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cut[3:], np.stack([e[5], e[5] - 4.0 * e[9]]), rtol=1e-5, atol=1e-6)
+
+
+def test_the_appeal_score_gains_the_pooled_cosines_and_the_catalog_nothing():
+    off, on = _pool_model(np.zeros(6)), _pool_model(W_T)
+    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
+    hid_off = inference.user_hidden(off, POOL_ITEMS, POOL_FEEDBACK)
+    hid_on = inference.user_hidden(on, POOL_ITEMS, POOL_FEEDBACK)
+    delta = np.asarray(
+        inference.appeal_scores(on, hid_on, cand, POOL_ITEMS, POOL_FEEDBACK)
+        - inference.appeal_scores(off, hid_off, cand, POOL_ITEMS, POOL_FEEDBACK)
+    )
+    e = _unit_table(on)
+    pool = 2.0 * e[5] - 4.0 * (e[7] + e[9]) / 2 + 1.0 * e[5]
+    np.testing.assert_allclose(delta[0], e[[3, 7, 11]] @ pool, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(
+        np.asarray(on.catalog_query(hid_on)), np.asarray(off.catalog_query(hid_off))
+    )
+
+
+def test_only_the_pool_weights_learn_through_the_pool():
+    """The embeddings are read with the gradient stopped: the appeal score's gradient through
+    the pool reaches its weights, and the item table only through the other terms."""
+    model = _pool_model(W_T)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
+
+    def score(p, pool_only: bool):
+        m = nnx.merge(graphdef, p, rest)
+        hidden = inference.user_hidden(m, POOL_ITEMS, POOL_FEEDBACK)
+        if pool_only:  # the pool's part of the score alone
+            return jnp.sum(
+                m.appeal_query(hidden)[:, : m.width] * m.appeal_table()[cand[0], : m.width]
+            )
+        return jnp.sum(inference.appeal_scores(m, hidden, cand, POOL_ITEMS, POOL_FEEDBACK))
+
+    grads = jax.grad(score)(params, True)
+    assert np.abs(np.asarray(grads["appeal_pool"][...])).sum() > 0
+    assert np.abs(np.asarray(grads["item_embed"]["embedding"][...])).sum() == 0
+
+
+def test_the_pool_is_checked_and_ignored_without_the_head():
+    cfg = tiny_config()
+    cfg.model.appeal_pool = True
+    cfg.model.appeal_head = False
+    cfg.loss.appeal_weight = 0.0
+    validate_config(cfg)  # like appeal_repeats: the head's term, nothing without the head
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg.model, 30, 4, int(cfg.data.max_len), nnx.Rngs(params=0))
+    assert model.appeal_pool is None
+    assert inference.user_hidden(model, POOL_ITEMS, POOL_FEEDBACK).shape[-1] == model.width
+
+
+# The catalog score's repeat term (``model.catalog_repeats``): the scores evaluation and
+# serving read, and the counterfactual term.
+
+
+LN2 = math.log(2.0)
+
+
+# Per feedback token t (0 = padding): count weights w_t and newest-reaction weights u_t.
+W_2xT = jnp.asarray([[0.0, 1.0, 2.0, 3.0, 4.0, 0.0], [0.0, 10.0, 20.0, 30.0, 40.0, 0.0]])
+
+
+def test_catalog_scores_add_the_term_to_the_history_items_only():
+    model = catalog_repeat_model(W_2xT)
+    items = jnp.asarray([[0, 0, 5, 7, 5]], jnp.int32)
+    fb = jnp.asarray([[0, 0, 2, 4, 1]], jnp.int32)
+    query = inference.user_query(model, items, fb)
+    plain = np.asarray(inference.catalog_scores(query, model.item_table()))
+    full = np.asarray(inference.model_catalog_scores(model, query, items, fb))
+    delta = full - plain
+    expected = np.zeros_like(delta)
+    expected[0, 5] = 3 * LN2 + 10
+    expected[0, 7] = 4 * LN2 + 40
+    np.testing.assert_allclose(np.nan_to_num(delta, nan=0.0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_counterfactual_term_is_the_term_of_the_history_with_the_rejection_appended():
+    items = jnp.asarray([[0, 5, 7, 5], [3, 3, 0, 9]], jnp.int32)[:, 1:]
+    fb = jnp.asarray([[0, 2, 4, 1], [1, 3, 0, 2]], jnp.int32)[:, 1:]
+    cand = jnp.asarray([[[5, 7, 8]], [[3, 9, 1]]], jnp.int32)  # Q = 1: the whole history
+    thumbs_down = 4
+    got = repeat_term(W_2xT, items, fb, cand, appended_type=thumbs_down)
+    for c in range(3):  # append the rejection of candidate c, then read the plain term
+        it2 = jnp.concatenate([items, cand[:, 0, c : c + 1]], axis=1)
+        fb2 = jnp.concatenate([fb, jnp.full((2, 1), thumbs_down, jnp.int32)], axis=1)
+        want = repeat_term(W_2xT, it2, fb2, cand[:, :, c : c + 1])
+        np.testing.assert_allclose(np.asarray(got[:, :, c]), np.asarray(want[:, :, 0]), rtol=1e-6)
+    # Only the appended type's weights learn from it.
+    grad = jax.grad(lambda w: repeat_term(w, items, fb, cand, appended_type=thumbs_down).sum())(
+        W_2xT
+    )
+    assert np.all(np.asarray(grad)[:, [0, 1, 2, 3, 5]] == 0) and np.all(grad[:, thumbs_down] > 0)
+
+
+# The item bias and the feedback gates.
+
+
+@pytest.mark.parametrize("gate", ["none", "sigmoid", "signed"])
+def test_item_bias_and_gates(cfg, gate):
+    cfg.model.item_bias = True
+    cfg.model.feedback_gate = gate
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg.model, 20, 4, 12, rngs=nnx.Rngs(params=0))
+    items = jnp.array([[0, 3, 5, 7]])
+    out = model(items, jnp.array([[0, 1, 3, 4]]))
+    table = model.item_table()
+    assert out.shape == (1, 4, cfg.model.width + 1) and table.shape == (21, cfg.model.width + 1)
+    assert bool(jnp.all(out[..., -1] == 1.0))  # the bias column of every query is 1
+    model.item_bias.embedding[...] = model.item_bias.embedding[...].at[5, 0].set(3.0)
+    scores = model(items, jnp.array([[0, 1, 3, 4]]))[0, -1] @ model.item_table().T
+    plain = model(items, jnp.array([[0, 1, 3, 4]]))[0, -1, :-1] @ model.item_table()[:, :-1].T
+    np.testing.assert_allclose(scores - plain, np.r_[0, 0, 0, 0, 0, 3.0, [0] * 15], atol=1e-5)
+    if gate == "signed":
+        assert float(jnp.tanh(model.feedback_gate[...][0])) == pytest.approx(math.tanh(0.5))
+
+
+def test_bad_gate_is_refused(cfg):
+    cfg.model.feedback_gate = "maybe"
+    with pytest.raises(ValueError, match="config.model.feedback_gate"):
+        with nnx.use_eager_sharding(False):
+            SequenceModel(cfg.model, 20, 4, 12, rngs=nnx.Rngs(params=0))
+
+
+# The context bias of listener sequences.
+
+
+def _context_model(context_bias: bool) -> SequenceModel:
+    cfg = tiny_config().model
+    with nnx.use_eager_sharding(False):
+        return SequenceModel(cfg, 10, 4, 6, rngs=nnx.Rngs(0), context_bias=context_bias)
+
+
+def test_context_bias_one_context_reads_as_no_context():
+    model = _context_model(True)
+    model.context_bias[...] = jnp.full_like(model.context_bias[...], 3.0)
+    items = jnp.array([[0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    fb = jnp.array([[0, 1, 2, 3, 4, 1], [1, 1, 2, 2, 3, 4]])
+    plain = model.encode(items, fb)
+    one = model.encode(items, fb, context_BxL=jnp.where(items > 0, 5, 0))
+    np.testing.assert_allclose(np.asarray(one), np.asarray(plain), atol=1e-5)
+    # Two stations: the bias changes what the newest slot reads, and the scored station does.
+    two = jnp.array([[0, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2]])
+    mixed = model.encode(items, fb, context_BxL=two)[:, -1]
+    assert not np.allclose(np.asarray(mixed), np.asarray(plain[:, -1]), atol=1e-4)
+    other = model.encode(items, fb, context_BxL=two, query_context_B=jnp.array([1, 1]))[:, -1]
+    assert not np.allclose(np.asarray(other), np.asarray(mixed), atol=1e-4)
+
+
+def test_model_without_context_bias_ignores_contexts():
+    model = _context_model(False)
+    items = jnp.array([[0, 3, 4, 5, 6, 7]])
+    fb = jnp.array([[0, 1, 2, 3, 4, 1]])
+    a = model.encode(items, fb)
+    b = model.encode(items, fb, context_BxL=jnp.array([[0, 1, 1, 2, 2, 2]]))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 if __name__ == "__main__":

@@ -245,55 +245,6 @@ def test_jsonl_input_one_answer_per_line_in_order(rec, capsys, tmp_path):
     assert out[0]["items"] == want
 
 
-# ---------------------------------------------------------------- responsiveness
-class _LinearModel:
-    """A hand-checkable 'model': query = [1, 0] + sum of w[feedback] * embedding(item)."""
-
-    causal, width, item_bias = True, 2, None
-    table = np.array([[0, 0], [1, 0], [0.9, 0.1], [0, 1], [-1, 0]], np.float32)
-    weight = np.array([0.0, -1.0, 0.5], np.float32)  # feedback: padding, thumbs_down, play
-
-    def __call__(self, items, fb, deterministic=True):
-        contrib = self.weight[np.asarray(fb)][..., None] * self.table[np.asarray(items)]
-        return jnp.asarray(np.array([1.0, 0.0], np.float32) + np.cumsum(contrib, axis=1))
-
-    def item_table(self):
-        return jnp.asarray(self.table)
-
-    def catalog_repeat_scores(self, items, fb, candidates):  # no catalog repeat term
-        return None
-
-
-def test_responsiveness_by_hand():
-    from jaxrec.eval.responsiveness import responsiveness
-
-    # History: item 3 played. q = [1, .5]: scores (items 1..4) 1, .95, .5, -1: top-1 is item 1;
-    # its nearest items by cosine: 2 (0.99), then 3 (0.0).
-    # + thumbs-down on 1: q = [0, .5]: scores 0, .05, .5, 0: item 1 ranks 3 (tie with item 4
-    #   counts against it), item 2 stays 1, item 3 rises 2 -> 0.
-    # + play of 1: q = [1.5, .5]: scores 1.5, 1.4, .5, -1.5: ranks unchanged (0, 1, 2).
-    items = np.array([[0, 3], [0, 0]], np.int32)  # the empty second history is skipped
-    fb = np.array([[0, 2], [0, 0]], np.int32)
-    r = responsiveness(
-        _LinearModel(), items, fb, negative_type=1, neutral_type=2, k=2, neighbours=2
-    )
-    assert r["sequences"] == 1 and r["k"] == 2
-    assert r["negative"]["top1"] == {
-        "left_top_k": 1.0,
-        "median_rank_drop": 3.0,
-        "in_top_k_before": 1,
-    }
-    assert r["negative"]["neighbours"] == {
-        "left_top_k": 0.0, "median_rank_drop": -1.0, "in_top_k_before": 1
-    }  # fmt: skip
-    assert r["neutral"]["top1"] == {
-        "left_top_k": 0.0,
-        "median_rank_drop": 0.0,
-        "in_top_k_before": 1,
-    }
-    assert r["neutral"]["neighbours"]["median_rank_drop"] == 0.0
-
-
 # ---------------------------------------------------------------- export across meshes
 _TRAIN_ON_8 = """
 import json, sys

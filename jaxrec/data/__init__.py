@@ -17,13 +17,11 @@ def feedback_types(cfg_data: Any) -> tuple[str, ...]:
     """The feedback vocabulary the events of ``config.data`` will have: the simulator's, a
     prepared dataset's (its dataset.json) or a source adapter's with the config's options
     (:class:`jaxrec.data.registry.Source`)."""
-    return _source(cfg_data).feedback_types(cfg_data.get("path"), cfg_data.get("options"))
+    return _source(cfg_data).feedback_types(cfg_data.path, cfg_data.options)
 
 
 def load_events(cfg_data: Any, seed: int) -> tuple[Events, dict[str, Any]]:
     """The events that ``config.data`` names, and the source adapter's report of what it
     dropped or flagged: the simulator, a prepared dataset (``jaxrec data prepare``), or any
     adapter's raw files read directly."""
-    return _source(cfg_data).load(
-        cfg_data.get("path"), cfg_data.get("options"), cfg_data.get("simulator"), seed
-    )
+    return _source(cfg_data).load(cfg_data.path, cfg_data.options, cfg_data.simulator, seed)

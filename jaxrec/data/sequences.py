@@ -182,7 +182,7 @@ def temporal_labels(events: Events, cut: tuple[float, float]) -> np.ndarray:
 
 def split_events(events: Events, cfg: Any) -> np.ndarray:
     """Split labels as ``config.data.split`` chooses: ``leave_last_out`` or ``temporal``."""
-    kind = cfg.get("split", "leave_last_out")
+    kind = cfg.split
     if kind == "leave_last_out":
         return split_labels(events, int(cfg.window))
     if kind == "temporal":

@@ -19,7 +19,6 @@ import numpy as np
 
 from jaxrec.experiments import plots
 from jaxrec.experiments.markdown import MarkdownReport, finish
-from jaxrec.experiments.overrides import get_path
 from jaxrec.experiments.runner import Arm, ExperimentContext
 from jaxrec.experiments.stats import (
     curves,
@@ -47,7 +46,7 @@ def arms(base: Any, quick: bool) -> list[Arm]:
     """The random-only, explicit-only and both-negatives arms (and the contrast arms)."""
     k = int(base.loss.num_random_negatives) or (16 if quick else DEFAULT_K)
     # hardest-of-N needs random draws; the explicit-only arm has none.
-    no_hardest = {"loss.hardest_of": 0} if get_path(base, "loss.hardest_of", 0) else {}
+    no_hardest = {"loss.hardest_of": 0} if base.loss.hardest_of else {}
     out = [
         Arm(
             "random_only",
@@ -188,7 +187,7 @@ def run(ctx: ExperimentContext) -> dict[str, Any]:
         s["seconds_fraction"] = _ratio(_mean_reached(s["seconds_to_target"]), ref_secs)
 
     plot = _plot(ctx, arm_list, arm_curves, summary, targets)
-    select = ctx.base.train.get("select", "last")
+    select = ctx.base.train.select
     report = MarkdownReport(
         f"Experiment `negatives`: which negatives to train on ({ctx.seeds_text})"
     )

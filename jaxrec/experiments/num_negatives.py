@@ -17,7 +17,6 @@ import numpy as np
 
 from jaxrec.experiments import plots
 from jaxrec.experiments.markdown import MarkdownReport, finish
-from jaxrec.experiments.overrides import get_path
 from jaxrec.experiments.runner import Arm, ExperimentContext
 from jaxrec.experiments.stats import fmt, fmt_ms, mean_std, metric_values
 
@@ -46,20 +45,17 @@ def sweep_overrides(n: int, base: Any) -> dict[str, Any]:
     of 1" is one uncorrected random negative, not a catalog estimate with +log |I| on it.
     """
     over: dict[str, Any] = {"loss.explicit_negatives": False, "loss.logq_correction": False}
-    has_hardest = get_path(base, "loss.hardest_of", None) is not None
     if SAMPLING == "hardest_of" and n > HARDEST_KEEP:
         over.update({"loss.num_random_negatives": HARDEST_KEEP, "loss.hardest_of": n})
     else:
-        over["loss.num_random_negatives"] = n
-        if has_hardest or SAMPLING == "hardest_of":
-            over["loss.hardest_of"] = 0
+        over.update({"loss.num_random_negatives": n, "loss.hardest_of": 0})
     return over
 
 
 def explicit_overrides(base: Any) -> dict[str, Any]:
     """Overrides of the explicit-negatives-only reference arm."""
     over: dict[str, Any] = {"loss.num_random_negatives": 0, "loss.explicit_negatives": True}
-    if get_path(base, "loss.hardest_of", 0):
+    if base.loss.hardest_of:
         over["loss.hardest_of"] = 0
     return over
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from jaxrec.base_config import FREE_FORM
+
 _MISSING = object()
 
 
@@ -33,14 +35,18 @@ def get_path(cfg: Any, path: str, default: Any = _MISSING) -> Any:
 
 
 def set_path(cfg: ConfigDict, path: str, value: Any) -> None:
-    """Sets ``cfg.a.b = value``, creating missing parents (the config must be unlocked)."""
+    """Sets ``cfg.a.b = value``; a field the config does not have is a KeyError (a misspelt
+    override), except inside the groups of the user's own names (base_config.FREE_FORM)."""
     *parents, leaf = path.split(".")
     node = cfg
     for part in parents:
         if part not in node:
-            node[part] = ConfigDict()
+            raise KeyError(f"config.{path}: no such field")
         node = node[part]
-    node[leaf] = value
+    if leaf not in node and ".".join(parents) not in FREE_FORM:
+        raise KeyError(f"config.{path}: no such field")
+    with node.unlocked():
+        node[leaf] = value
 
 
 def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any]) -> ConfigDict:

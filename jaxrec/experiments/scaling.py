@@ -7,8 +7,8 @@ step budget, ``train.steps`` (and the validation and checkpoint cadence) scaled 
 the first arm's ``N``, i.e. the same number of passes over the data. The
 report puts the model, the best baseline and the simulator's ceilings side by side per size.
 
-Sizes: ``config.experiment.scaling_listeners`` when the config has it (configs/scaling.py),
-else 3,000, 30,000 and 100,000; ``--quick`` uses 100 and 200.
+Sizes: ``config.experiment.scaling_listeners`` (by default 3,000, 30,000 and 100,000;
+jaxrec/base_config.py); ``--quick`` uses 100 and 200.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from jaxrec.experiments.markdown import MarkdownReport, finish, pooled_interval
 from jaxrec.experiments.runner import Arm, ExperimentContext, Run
 from jaxrec.experiments.stats import fmt, fmt_ms, metric_values
 
-SIZES = (3000, 30000, 100000)
 QUICK_SIZES = (100, 200)
 PAIR = "pairwise_accuracy"
 CEILINGS = ("history_ceiling_pairwise_accuracy", "oracle_pairwise_accuracy")
@@ -33,7 +32,7 @@ def sizes(ctx: ExperimentContext) -> tuple[int, ...]:
     """The listener counts of the arms."""
     if ctx.quick:
         return QUICK_SIZES
-    given = ctx.base.get("experiment", {}).get("scaling_listeners", SIZES)
+    given = ctx.base.experiment.scaling_listeners
     out = tuple(int(n) for n in given)
     if not out or min(out) < 1:
         raise ValueError(f"config.experiment.scaling_listeners: need sizes >= 1, got {given}")
@@ -47,7 +46,7 @@ def arms(ctx: ExperimentContext) -> list[Arm]:
     ns = sizes(ctx)
     t = ctx.base.train
     out = []
-    epochs = float(t.get("epochs", 0))
+    epochs = float(t.epochs)
     for n in ns:
         f = n / ns[0]
         # An epoch budget follows the data already; a step budget is scaled to match.

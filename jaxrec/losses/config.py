@@ -1,9 +1,9 @@
 """The ``config.loss`` fields, their defaults and their validation.
 
-Missing fields take their defaults, so an older config that sets only ``type``,
-``num_random_negatives``, ``explicit_negatives`` and ``explicit_weight`` still runs unchanged
-(one sampled term, as before). Unknown fields are an error: a misspelt override must not be
-silently ignored.
+A training config names every field (jaxrec/base_config.py holds the defaults of a run); the
+dataclass defaults here serve the loss functions used on their own (benchmarks, tests): one
+sampled-softmax term, no appeal or counterfactual term. Missing fields take them; unknown fields
+are an error (a misspelt override must not be silently ignored).
 """
 
 from __future__ import annotations

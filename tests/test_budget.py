@@ -65,8 +65,9 @@ def test_epochs_to_steps_arithmetic(cfg):
 @pytest.mark.parametrize("value", [-1.0, -1, float("nan"), float("inf"), "2", True])
 def test_budget_fields_must_be_numbers_at_least_zero(cfg, field, value):
     # A config of the user's own may hold any value (the shipped ones lock the type to float).
-    del cfg.train[field]
-    cfg.train[field] = value
+    with cfg.unlocked():
+        del cfg.train[field]
+        cfg.train[field] = value
     with pytest.raises(ValueError, match=f"config.train.{field}: must be a number >= 0"):
         validate_config(cfg)
 

@@ -23,7 +23,7 @@ from jaxrec.data.registry import SOURCES, feedback_types_for, load_source
 from jaxrec.data.report import Report
 from jaxrec.data.stats import compute_stats, format_stats, users_without
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- shared data

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 10
 HEARTBEAT_S = 5  # heartbeat timeout of the distributed runtime in these tests
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from jaxrec.assembly import prepare_data
 from jaxrec.data import events, simulator
 from jaxrec.data.counts import TrainingCounts, positive_rate_V, repeat_features
 from jaxrec.data.sequences import Roles
@@ -288,3 +289,32 @@ def test_compare_to_baselines_names_the_best_and_says_level_without_an_interval(
     # Lower is better for neg_hr: the best baseline is the smallest.
     bl = {"a": {"neg_hr@10": 0.2}, "b": {"neg_hr@10": 0.3}}
     assert compare_to_baselines({"neg_hr@10": 0.1}, bl, "neg_hr@10", -1.0)["baseline"] == "a"
+
+
+def test_ease_repeats_counts_reactions_in_the_history_and_is_tuned_on_validation(cfg):
+    data = prepare_data(cfg)
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    ev = Evaluator(cfg.eval)
+    tried = []
+
+    def tune(scorer):
+        value = ev.evaluate_scorer(scorer, data.valid)["ndcg@10"]
+        tried.append(value)
+        return value
+
+    fitted = baselines.ease_repeats(counts, tune)
+    assert len(tried) == len(baselines.REPEAT_POSITIVE_GRID) + len(baselines.REPEAT_NEGATIVE_GRID)
+    assert max(tried) == pytest.approx(ev.evaluate_scorer(fitted, data.valid)["ndcg@10"])
+    # The score is EASE's plus the weighted counts of the item in the history.
+    items, fb = data.test.items_NxL[:4], data.test.feedback_NxL[:4]
+    base = baselines.ease(counts)(items, fb)
+    w = fitted.weights
+    up = baselines.history_counts(items, fb, counts.positive_T, counts.num_items + 1)
+    down = baselines.history_counts(items, fb, counts.negative_T, counts.num_items + 1)
+    np.testing.assert_allclose(
+        fitted(items, fb), base + w["positive"] * up + w["negative"] * down, atol=1e-5
+    )
+    row, col = np.nonzero(up)
+    assert len(row) and (up[row, col] >= 1).all()
+    with pytest.raises(ValueError, match="validation"):
+        baselines.fit(counts, ("ease_repeats",))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from jaxrec.base_config import get_config
 from jaxrec.data import events as events_lib
 from jaxrec.data import feedback_types, load_events, simulator
 from jaxrec.data.adapters import generic
@@ -93,7 +94,8 @@ def test_simulator_load_matches_load_events():
 def test_csv_load_matches_load_events(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text(CSV)
-    data = ConfigDict({"source": "csv", "path": str(path), "options": MAPPING})
+    data = get_config().data
+    data.source, data.path, data.options = "csv", str(path), MAPPING
     ev, report = get_source("csv").load(path, MAPPING)
     ref, ref_report = load_events(data, 0)
     _same(ev, ref)

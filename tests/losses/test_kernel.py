@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxrec.losses import LossTargets, compute_loss
-from jaxrec.losses.kernel import chunked_lse, dense_lse, pallas_lse
+from jaxrec.losses.kernel import chunked_lse, dense_lse, pallas_lse, softmax_lse
 
 N, C, D = 6, 11, 4
 # Candidate ids repeat (accidental hits) and 0 pads; C = 11 is no multiple of the chunk size, so
@@ -224,3 +224,17 @@ def test_chunked_loss_memory_with_context_rows_and_packed_queries():
     dense, chunked = temp_bytes("dense"), temp_bytes("chunked")
     assert dense >= n * v * 4  # the dense reference holds the N x V logits
     assert chunked <= 0.1 * dense, (chunked, dense)
+
+
+def test_row_exclusion_matches_dense_in_every_kernel():
+    key = jax.random.key(0)
+    q = jax.random.normal(key, (6, 4))
+    t = jax.random.normal(jax.random.key(1), (10, 4))
+    ids = jnp.arange(10, dtype=jnp.int32)
+    row_excl = jnp.zeros((2, 10), bool).at[0, 3].set(True).at[1, 5].set(True)
+    want = softmax_lse(q, t, ids, None, None, None, row_excl, kernel="dense")
+    got = softmax_lse(q, t, ids, None, None, None, row_excl, kernel="chunked", chunk_size=3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # Same as per-query exclusion ids.
+    per_q = jnp.array([[3], [3], [3], [5], [5], [5]], jnp.int32)
+    np.testing.assert_allclose(softmax_lse(q, t, ids, None, None, per_q), want, rtol=1e-5)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-LAUNCH = Path(__file__).resolve().parents[1] / "launch.sh"
+LAUNCH = Path(__file__).resolve().parents[2] / "launch.sh"
 SPACED = "--config.data.path=/mnt/data dir/x.csv"
 TPU_ARGS = [
     "tpu",

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAGES = ["install", "devices", "tests", "loss_float32", "loss_bfloat16"]
 STAGES += ["train_float32", "train_bfloat16"]
 

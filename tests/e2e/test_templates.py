@@ -10,7 +10,7 @@ from jaxrec.cli_args import load_config
 from jaxrec.config import validate_config
 from jaxrec.data import load_events
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 PAIRS = [
     ("ratings.py", "movielens.py", "movielens-100k/ml-100k.inter"),
