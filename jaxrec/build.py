@@ -78,10 +78,36 @@ def _with_steps(cfg: Any, steps: int) -> Any:
     return out
 
 
+# Above this many items a full softmax is worth a second thought (see full_softmax_warning).
+FULL_SOFTMAX_WARN_ITEMS = 100_000
+
+
+def full_softmax_warning(cfg: Any, num_items: int) -> str | None:
+    """A warning when the loss has a full softmax over a catalog of at least
+    :data:`FULL_SOFTMAX_WARN_ITEMS` items: its cost per step, which grows with the catalog,
+    and the sampled softmax that does not (docs/losses.md)."""
+    if float(cfg.loss.full_softmax_weight) <= 0 or num_items < FULL_SOFTMAX_WARN_ITEMS:
+        return None
+    positions = int(cfg.train.batch_size) * int(cfg.data.max_len)
+    # Logits forward (2 V D per position) and their two gradients backward (4 V D).
+    tflop = 6.0 * positions * num_items * int(cfg.model.width) / 1e12
+    k = int(cfg.loss.num_random_negatives)
+    return (
+        f"warning: loss.full_softmax_weight > 0 scores all {num_items:,} items at each of "
+        f"{positions:,} positions per step, about {tflop:.1f} TFLOP per step for the logits "
+        f"alone; on a CPU, or with millions of items, the sampled softmax costs about "
+        f"{k}/{num_items:,} of that: --config.loss.full_softmax_weight=0 "
+        "--config.loss.sampled_weight=1"
+    )
+
+
 def build_run(cfg: Any, mesh: jax.sharding.Mesh) -> Run:
     """Reads the config's data and builds everything a run of it steps through; ``cfg`` is
     expected valid (``config.validate_config``)."""
     data = prepare_data(cfg)
+    warning = full_softmax_warning(cfg, data.events.num_items)
+    if warning and jax.process_index() == 0:
+        print(warning)
     buckets = length_buckets(cfg, data)
     packed, packed_share = packing(cfg, data, buckets, int(mesh.shape["data"]))
     budget = run_budget(cfg, len(data.train))
