@@ -11,6 +11,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxrec.checks import positive_int
+
+# Budgets that follow the data (docs/training.md), each a number >= 0 where 0 is off.
+BUDGET_FIELDS = ("epochs", "eval_every_epochs", "max_minutes")
+
 
 def _num(x: float) -> str:
     """12.0, 10.5, 0.25, 0.0001: one decimal unless that would hide a small value."""
@@ -68,6 +73,23 @@ class Budget:
         if self.max_minutes:
             return f"{out}; wall-clock cap {_num(self.max_minutes)} min"
         return f"{out}; no wall-clock cap"
+
+
+def validate_budget_config(train_cfg: Any) -> None:
+    """Raises ValueError naming the first bad ``config.train`` field of the budget: steps, the
+    validation, checkpoint and log cadences, the checkpoints kept, and the budgets in epochs and
+    minutes (:data:`BUDGET_FIELDS`)."""
+    for name in ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        positive_int(train_cfg[name], f"train.{name}")
+    for name in BUDGET_FIELDS:  # 0: off; train.steps / eval_every / no cap rule
+        value = train_cfg[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not np.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"config.train.{name}: must be a number >= 0 (0: off), got {value!r}")
 
 
 def run_budget(cfg: Any, num_examples: int) -> Budget:

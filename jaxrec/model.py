@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrec.checks import boolean, positive_int
 from jaxrec.sharding import AXIS_RULES, as_axis_rules
 
 # Logical axis names of the parameters: item rows, the model width, and the attention / MLP
@@ -27,6 +28,34 @@ LOGICAL_AXES = (VOCAB, EMBED, HIDDEN)
 AxisRules = tuple[tuple[str, str | None], ...]
 FEEDBACK_GATES = ("none", "sigmoid", "signed")
 ITEM_BIAS_INITS = ("zeros", "positive_rate")  # model.item_bias_init (applied by the trainer)
+
+
+def validate_model_config(cfg: Any) -> None:
+    """Raises ValueError naming the first bad ``config.model`` field (``cfg``: that section):
+    sizes, dropout and mask rates, the width's split over heads, the bias init, the switches."""
+    for name in ("width", "depth", "heads", "mlp_ratio"):
+        positive_int(cfg[name], f"model.{name}")
+    if not 0.0 < float(cfg.mask_prob) < 1.0:
+        raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.mask_prob}")
+    if not 0.0 <= float(cfg.dropout) < 1.0:
+        raise ValueError(f"config.model.dropout: must be in [0, 1), got {cfg.dropout}")
+    if cfg.width % cfg.heads:
+        raise ValueError(
+            f"config.model.width: {cfg.width} is not divisible by config.model.heads ({cfg.heads})"
+        )
+    if cfg.item_bias_init not in ITEM_BIAS_INITS:
+        raise ValueError(
+            f"config.model.item_bias_init: one of {ITEM_BIAS_INITS}, got {cfg.item_bias_init!r}"
+        )
+    positive_int(cfg.appeal_width, "model.appeal_width", 0)
+    for name in (
+        "appeal_head",
+        "appeal_personal",
+        "appeal_repeats",
+        "catalog_repeats",
+        "appeal_pool",
+    ):
+        boolean(cfg[name], f"model.{name}")
 
 
 def _sharded(init, names: tuple[str | None, ...], rules: AxisRules):

@@ -13,6 +13,13 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxrec.checks import boolean
+
+
+def validate_log_config(train_cfg: Any) -> None:
+    """The log's fields of ``config.train``: ``tensorboard`` must be True or False."""
+    boolean(train_cfg.tensorboard, "train.tensorboard")
+
 
 def truncate_log(path: Path, step: int) -> list[dict[str, Any]]:
     """Drops log rows past ``step`` (a crash after a log line but before its checkpoint would
@@ -92,23 +99,43 @@ class RunLog:
             desc="train",
             mininterval=1.0,
         )
+        self.shapes: set[tuple[int, ...]] = set()  # batch shapes compiled in this attempt
+        self.new_shape = False
         self._new_window()
 
     def _new_window(self) -> None:
         self.window_start, self.window_steps, self.waited = time.perf_counter(), 0, 0.0
         self.pending: list[tuple[int, dict[str, Any]]] = []  # (step, metrics) of the window
+        self.compiled: set[int] = set()  # steps of the window that compiled: not timed
+        self.compile_seconds = 0.0
 
     def next_batch(self, batches) -> dict[str, np.ndarray]:
         """The next host batch; the time spent waiting for it is the input-wait share."""
         t_wait = time.perf_counter()
         batch = next(batches)
         self.waited += time.perf_counter() - t_wait
+        key = tuple(np.shape(batch["pack_src"] if "pack_src" in batch else batch["items"]))
+        self.new_shape = key not in self.shapes
+        self.shapes.add(key)
         return batch
 
     def add(self, step: int, metrics: dict[str, Any]) -> None:
-        """A step's metrics (device arrays: read only when a row is made)."""
+        """A step's metrics (device arrays: read only when a row is made). A step with a batch
+        shape new to this attempt compiles the step function: it is waited for, and its time
+        (``compile_seconds``) and targets are left out of the window's throughput, as a
+        benchmark's warm-up would leave them."""
         self.pending.append((step, metrics))
-        self.window_steps += 1
+        if not self.new_shape:
+            self.window_steps += 1
+            return
+        jax.block_until_ready(metrics)  # the steps before it, and its compile, end here
+        self.compiled.add(step)
+        # Everything up to this step's end is set-up; the window restarts after it, so the
+        # earlier steps of the window, already dispatched, are timed no more either.
+        done_before = [s for s, _ in self.pending[:-1] if s not in self.compiled]
+        self.compiled.update(done_before)
+        self.compile_seconds += time.perf_counter() - self.window_start
+        self.window_start, self.window_steps, self.waited = time.perf_counter(), 0, 0.0
 
     def train_row(self, step: int, skipped: list[int], skipped_total: int) -> dict[str, Any]:
         """The row of the window ending at ``step``: its steps' mean metrics (without the
@@ -118,9 +145,9 @@ class RunLog:
         row = {
             k: float(np.mean([float(m[k]) for m in good])) if good else float("nan") for k in keys
         }
-        targets = sum(float(m["targets"]) for _, m in self.pending)
-        elapsed = time.perf_counter() - self.window_start
-        self.train_seconds += elapsed
+        targets = sum(float(m["targets"]) for s, m in self.pending if s not in self.compiled)
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        self.train_seconds += elapsed + self.compile_seconds
         row.update(
             input_wait_share=self.waited / elapsed,
             step=step,
@@ -131,6 +158,8 @@ class RunLog:
             train_seconds=self.train_seconds,
             skipped_nonfinite=skipped_total,
         )
+        if self.compiled:
+            row["compile_seconds"] = self.compile_seconds
         if skipped:
             row["skipped_steps"] = list(skipped)
         return row

@@ -11,9 +11,39 @@ import numpy as np
 
 from jaxrec import checkpoint, sharding
 from jaxrec.assembly import Data, prepare_data
-from jaxrec.config import select_sign, validate_config
+from jaxrec.checks import positive_int
+from jaxrec.eval.metrics import metric_mode, metric_names
 from jaxrec.model import SequenceModel
 from jaxrec.step import Trainer
+
+SELECT_MODES = ("auto", "max", "min")
+
+
+def select_sign(cfg: Any) -> float:
+    """+1 when model selection maximises ``train.select_metric``, -1 when it minimises it
+    (``train.select_mode``; 'auto': minimise the metrics where lower is better)."""
+    mode = cfg.train.select_mode
+    if mode == "auto":
+        mode = metric_mode(cfg.train.select_metric, int(cfg.eval.k))
+    return 1.0 if mode == "max" else -1.0
+
+
+def validate_selection_config(train_cfg: Any, k: int) -> None:
+    """Raises ValueError naming the first bad ``config.train`` field of model selection
+    (``train.select``, ``early_stop_patience``, ``select_metric``, ``select_mode``); ``k``:
+    ``config.eval.k``, part of the metric names."""
+    if train_cfg.select not in ("best", "last"):
+        raise ValueError(f"config.train.select: 'best' or 'last', got {train_cfg.select!r}")
+    positive_int(train_cfg.early_stop_patience, "train.early_stop_patience", 0)
+    names = metric_names(k)
+    if train_cfg.select_metric not in names:
+        raise ValueError(
+            f"config.train.select_metric: unknown metric {train_cfg.select_metric!r}; "
+            f"valid names (eval.k = {k}): {list(names)}"
+        )
+    mode = train_cfg.select_mode
+    if mode not in SELECT_MODES:
+        raise ValueError(f"config.train.select_mode: one of {list(SELECT_MODES)}, got {mode!r}")
 
 
 def selection_state(
@@ -115,6 +145,8 @@ def load_selected(
     Read-only: a damaged step, or one without checksums, is reported and skipped, never moved
     aside, so loading cannot change the run. Raises DamagedCheckpoint when steps exist but none
     is intact, FileNotFoundError when there is none."""
+    from jaxrec.config import validate_config  # config imports this module's checks
+
     validate_config(cfg)
     data = prepare_data(cfg)
     ts = Trainer(cfg, data, sharding.make_mesh(cfg.mesh))

@@ -34,6 +34,19 @@ def as_axis_rules(rules: Any) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+def validate_mesh_config(cfg: Any, logical_axes: tuple[str, ...]) -> None:
+    """Raises ValueError when ``config.mesh.rules`` (``cfg``: the mesh section) is malformed or
+    does not map each of the model's ``logical_axes`` (``jaxrec.model.LOGICAL_AXES``; this
+    module does not import the model) exactly once. ``config.mesh.shape`` depends on the devices
+    present: :func:`make_mesh` checks it."""
+    named = [logical for logical, _ in as_axis_rules(cfg.rules)]
+    if sorted(named) != sorted(logical_axes):
+        raise ValueError(
+            f"config.mesh.rules: one rule for each of the model's axes {list(logical_axes)}, "
+            f"got {named}"
+        )
+
+
 def make_mesh(cfg: Any) -> jax.sharding.Mesh:
     """Builds the mesh from ``config.mesh.shape`` (one entry may be -1: all remaining devices).
 

@@ -17,6 +17,7 @@ from flax import nnx
 
 from jaxrec import checkpoint, sharding
 from jaxrec.assembly import Data, create_model
+from jaxrec.checks import positive_int
 from jaxrec.data.sequences import Roles
 from jaxrec.losses import LossTargets, appeal_term, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
@@ -71,6 +72,31 @@ def table_mask(params: Any, name: str) -> Any:
     return jax.tree_util.tree_map_with_path(
         lambda path, p: any(str(getattr(k, "key", k)) == name for k in path), params
     )
+
+
+def validate_step_config(optim_cfg: Any, train_cfg: Any) -> None:
+    """Raises ValueError naming the first bad field the step reads: ``config.optim`` (the
+    learning rate and its multipliers) and ``config.train``'s batch size, micro-batches and
+    non-finite step guard."""
+    positive_int(train_cfg.batch_size, "train.batch_size")
+    positive_int(train_cfg.skip_nonfinite_steps, "train.skip_nonfinite_steps", 0)
+    positive_int(train_cfg.grad_accum_steps, "train.grad_accum_steps")
+    if train_cfg.batch_size % train_cfg.grad_accum_steps:
+        raise ValueError(
+            f"config.train.batch_size: {train_cfg.batch_size} is not divisible by "
+            f"config.train.grad_accum_steps ({train_cfg.grad_accum_steps})"
+        )
+    for name in (  # make_optimizer's multipliers; 0 freezes those parameters
+        "bias_lr_multiplier",
+        "appeal_bias_lr_multiplier",
+        "appeal_repeat_lr_multiplier",
+        "catalog_repeat_lr_multiplier",
+        "appeal_pool_lr_multiplier",
+    ):
+        if float(optim_cfg[name]) < 0:
+            raise ValueError(f"config.optim.{name}: must be >= 0, got {optim_cfg[name]}")
+    if float(optim_cfg.learning_rate) <= 0:
+        raise ValueError(f"config.optim.learning_rate: must be > 0, got {optim_cfg.learning_rate}")
 
 
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:

@@ -1,9 +1,18 @@
 """Config validation (jaxrec/config.py): a mistake is refused before any data is read, naming
 the field (combinations that would crash the training: tests/test_config_checks.py)."""
 
+import re
+
 import pytest
 
+from jaxrec.budget import validate_budget_config
 from jaxrec.config import validate_config
+from jaxrec.data.checks import validate_data_config
+from jaxrec.eval.evaluator import validate_eval_config
+from jaxrec.model import LOGICAL_AXES, validate_model_config
+from jaxrec.selection import validate_selection_config
+from jaxrec.sharding import validate_mesh_config
+from jaxrec.step import validate_step_config
 from tests.tiny import tiny_config
 
 # A misspelt select_metric is refused before any data is read.
@@ -58,3 +67,37 @@ def test_cloze_models_refuse_listener_rows():
     cfg.data.sequence = "listeners"
     with pytest.raises(ValueError, match="config.data.sequence"):
         validate_config(cfg)
+
+
+def _data(c):
+    return validate_data_config(c.data, c.feedback)
+
+
+# One bad field per owner's check, each called alone (validate_config calls them in turn).
+OWNER_CASES = [
+    ("data.packing", "yes", _data),
+    ("model.dropout", 1.5, lambda c: validate_model_config(c.model)),
+    ("optim.learning_rate", 0.0, lambda c: validate_step_config(c.optim, c.train)),
+    ("train.max_minutes", -1.0, lambda c: validate_budget_config(c.train)),
+    ("eval.pair_score", "apeal", lambda c: validate_eval_config(c.eval)),
+    ("train.select_mode", "lowest", lambda c: validate_selection_config(c.train, c.eval.k)),
+    ("mesh.rules", (("vocab", "model"),), lambda c: validate_mesh_config(c.mesh, LOGICAL_AXES)),
+]
+
+
+@pytest.mark.parametrize("path, value, check", OWNER_CASES, ids=[c[0] for c in OWNER_CASES])
+def test_each_owner_checks_its_own_section(path, value, check):
+    cfg = tiny_config()
+    check(cfg)  # the tiny config passes
+    section, name = path.split(".")
+    cfg[section][name] = value
+    with pytest.raises(ValueError, match="^" + re.escape(f"config.{path}: ")):
+        check(cfg)
+
+
+def test_data_check_returns_the_feedback_vocabulary():
+    cfg = tiny_config()
+    assert _data(cfg) == ("thumbs_up", "play", "skip", "thumbs_down")
+    cfg.feedback.positive = ("liked",)
+    with pytest.raises(ValueError, match=r"^config\.feedback\.positive: unknown feedback type"):
+        _data(cfg)

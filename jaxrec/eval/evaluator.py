@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrec import inference
+from jaxrec.checks import positive_int
 from jaxrec.data.sequences import EvalSet
 from jaxrec.eval.metrics import (
     auc,
@@ -27,6 +28,7 @@ from jaxrec.eval.metrics import (
     rank_gains,
     rank_metrics,
 )
+from jaxrec.eval.names import BASELINES
 from jaxrec.eval.paired import Windows
 from jaxrec.model import SequenceModel
 
@@ -37,6 +39,21 @@ PAIR_SCORES = ("auto", "catalog", "appeal")
 
 # (items_BxL, feedback_BxL) -> scores [B, V + 1] over the catalog (column 0, padding, ignored).
 CatalogScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def validate_eval_config(cfg: Any) -> None:
+    """Raises ValueError naming the first bad ``config.eval`` field (``cfg``: that section)."""
+    for name in ("batch_size", "k"):
+        positive_int(cfg[name], f"eval.{name}")
+    if cfg.pair_score not in PAIR_SCORES:
+        raise ValueError(
+            f"config.eval.pair_score: one of {list(PAIR_SCORES)}, got {cfg.pair_score!r}"
+        )
+    unknown = sorted(set(cfg.baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(
+            f"config.eval.baselines: unknown baseline(s) {unknown}; known: {list(BASELINES)}"
+        )
 
 
 class NonFiniteScores(ValueError):
