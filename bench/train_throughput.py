@@ -67,6 +67,9 @@ _GSASREC = {
     "model.mlp_ratio": 1,
     "model.dropout": 0.2,
     "train.batch_size": 128,
+    # The random-negatives term alone (configs/movielens.py inherits the full softmax).
+    "loss.full_softmax_weight": 0.0,
+    "loss.sampled_weight": 1.0,
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     "bce1": {
