@@ -48,7 +48,7 @@ def _check_cloze(cfg: Any) -> None:
             "or config.model.causal=True"
         )
     if cfg.model.catalog_repeats:
-        # Its training targets read the tokens at slots <= each query (step.py); a cloze query
+        # Its training targets read the tokens at slots <= each query (batch_loss.py); a cloze query
         # sees both sides, which serving would then score differently.
         raise ValueError(
             f"config.model.catalog_repeats: {cloze}; set config.model.catalog_repeats=False or "

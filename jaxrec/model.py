@@ -297,7 +297,7 @@ class SequenceModel(nnx.Module):
         # Optional repeat term of the catalog score, the same form with weights of its own: a
         # thumbs-down on a song lowers that song's score directly, which a dot product with a
         # summary of the history cannot do for one song without moving its neighbours. Trained
-        # with the catalog loss, the history's items competing as extra candidates (step.py).
+        # with the catalog loss, the history's items competing as extra candidates (batch_loss.py).
         self.catalog_repeat = nnx.data(None)
         if cfg.catalog_repeats:
             self.catalog_repeat = nnx.Param(jnp.zeros((2, num_feedback_types + 2), jnp.float32))

@@ -1,10 +1,9 @@
-"""The optimizer and the jitted training step: loss of a batch (catalog terms and the appeal
-head), gradients (optionally accumulated over micro-batches), AdamW, and the non-finite guard;
-:class:`Trainer` places model and optimizer on a mesh and saves and restores them."""
+"""The optimizer and the jitted training step: gradients of the batch loss
+(:mod:`jaxrec.batch_loss`), optionally accumulated over micro-batches, AdamW, and the non-finite
+guard; :class:`Trainer` places model and optimizer on a mesh and saves and restores them."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +16,9 @@ from flax import nnx
 
 from jaxrec import checkpoint, sharding
 from jaxrec.assembly import Data, create_model
+from jaxrec.batch_loss import BatchLoss
 from jaxrec.checks import positive_int
 from jaxrec.data.sequences import Roles
-from jaxrec.losses import LossTargets, appeal_term, compute_loss, item_log_prob_from_counts
 from jaxrec.model import SequenceModel
 
 # Weight decay by parameter name (a module attribute or a leaf of its path); a name on no list
@@ -177,85 +176,70 @@ def cloze_batch(
     }
 
 
-def type_weights(cfg: Any, feedback_types: tuple[str, ...]) -> np.ndarray:
-    """Per-feedback-type weights of explicit negatives, from ``feedback.negative_weights``."""
-    given = dict(cfg.negative_weights)
-    unknown = sorted(set(given) - set(feedback_types))
-    if unknown:
-        raise ValueError(
-            f"config.feedback.negative_weights: unknown feedback type(s) {unknown}; "
-            f"known: {list(feedback_types)}"
-        )
-    return np.array([float(given.get(t, 1.0)) for t in feedback_types], np.float32)
-
-
-def _flat_window(x_BxLxW: jax.Array | None) -> jax.Array | None:
-    return None if x_BxLxW is None else x_BxLxW.reshape(-1, x_BxLxW.shape[-1])
-
-
-def _to_packed(x_BxLxX: jax.Array, src_RxL: jax.Array) -> jax.Array:
-    """``[R, L, ...]``: packed slot (r, s) holds ``x[b, l]`` for ``src_RxL[r, s] = b L + l``
-    (zeros where -1)."""
-    b, length = x_BxLxX.shape[:2]
-    rest = x_BxLxX.shape[2:]
-    flat = x_BxLxX.reshape(b * length, *rest)[jnp.maximum(src_RxL, 0)]
-    real = (src_RxL >= 0).reshape(*src_RxL.shape, *([1] * len(rest)))
-    return jnp.where(real, flat, jnp.zeros((), flat.dtype))
-
-
 def _micro_batches(x: jax.Array, accum: int) -> jax.Array:
     """``[B, ...] -> [accum, B / accum, ...]``, micro-batch i holding rows i, i + accum, ...:
     each one spread evenly over the ``data`` shards of the batch."""
     return jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1)
 
 
-def catalog_repeat_targets(
-    model: SequenceModel,
-    targets: LossTargets,
-    items_RxL: jax.Array,
-    feedback_RxL: jax.Array,
-    segment_RxL: jax.Array | None,
-    unpacked_items_BxL: jax.Array,
-    m: int,
-    counterfactual_type: int | None = None,
-) -> LossTargets:
-    """The loss targets with the model's catalog repeat term: added to each positive and
-    explicit negative, and the items a query has heard (slots <= its own, its own example)
-    competing as extra candidates, each once (its newest slot) with its repeat term. With
-    ``counterfactual_type`` (a feedback token), also each positive's term had the query just
-    reacted to it with that type (the counterfactual not-to-recommend term's)."""
-    r, length = items_RxL.shape
-    pos_RxL = targets.positive_N.reshape(r, length)
-    exp_RxLxM = targets.explicit_NxM.reshape(r, length, m)
-    hist_RxLxL = jnp.broadcast_to(items_RxL[:, None, :], (r, length, length))
-    cand = jnp.concatenate([pos_RxL[..., None], exp_RxLxM, hist_RxLxL], axis=-1)
-    rep = model.catalog_repeat_scores(items_RxL, feedback_RxL, cand.astype(jnp.int32), segment_RxL)
-    seen_QxL = jnp.tril(jnp.ones((length, length), bool))
-    reads_RxQxL = seen_QxL[None] & (items_RxL > 0)[:, None, :]
-    if segment_RxL is not None:
-        reads_RxQxL &= segment_RxL[:, :, None] == segment_RxL[:, None, :]
-    # Slot l is the newest reading of its item for query q unless a later slot l' <= q of the
-    # same example holds the same item.
-    same_RxLxL = (items_RxL[:, :, None] == items_RxL[:, None, :]) & ~seen_QxL[None]
-    later_RxQxL = jnp.einsum(
-        "rlk,rqk->rql", same_RxLxL.astype(jnp.float32), reads_RxQxL.astype(jnp.float32)
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def accumulated_grads(
+    loss_fn: LossFn, accum: int, model, batch, loss_key, drop_key, step
+) -> tuple[Any, dict[str, jax.Array]]:
+    """Gradients and metrics of the whole batch from ``accum`` micro-batches of
+    ``loss_fn(model, batch, loss_key, drop_key, step) -> (loss, metrics)``, averaged weighted
+    by their numbers of targets: the full batch's gradient for terms that are a mean over
+    targets. Scanned, so the activations of one micro-batch at a time are live."""
+    graph, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def micro_loss(params, mb, key):
+        return loss_fn(nnx.merge(graph, params, rest), mb, loss_key, key, step)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    micro = jax.tree.map(lambda x: _micro_batches(x, accum), batch)
+    total = jnp.maximum(jnp.sum(batch["positives"] > 0), 1).astype(jnp.float32)
+    first = jax.tree.map(lambda x: x[0], micro)
+    (_, met_shape), _ = jax.eval_shape(grad_fn, params, first, drop_key)
+    zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)
+
+    def body(carry, xs):
+        grads, metrics = carry
+        mb, i = xs
+        # Same loss key (shared random negatives as in one big batch); own dropout key.
+        (_, met), g = grad_fn(params, mb, jax.random.fold_in(drop_key, i))
+        w = met["targets"].astype(jnp.float32) / total
+        grads = jax.tree.map(lambda a, b: a + w * b.astype(jnp.float32), grads, g)
+        metrics = {
+            k: metrics[k] + (v if k == "targets" else w * v).astype(jnp.float32)
+            for k, v in met.items()
+        }
+        return (grads, metrics), None
+
+    (grads, metrics), _ = jax.lax.scan(
+        body, (zeros(params), zeros(met_shape)), (micro, jnp.arange(accum))
     )
-    newest_RxQxL = reads_RxQxL & (later_RxQxL == 0)
-    offset_RxQxL = jnp.where(newest_RxQxL, rep[..., 1 + m :], -jnp.inf)
-    counterfactual_N = None
-    if counterfactual_type is not None:
-        counterfactual_N = model.catalog_repeat_scores(
-            items_RxL, feedback_RxL, pos_RxL[..., None], segment_RxL, counterfactual_type
-        ).reshape(-1)
-    return dataclasses.replace(
-        targets,
-        positive_offset_N=rep[..., 0].reshape(-1),
-        explicit_offset_NxM=rep[..., 1 : 1 + m].reshape(r * length, m),
-        history_items_RxH=items_RxL,
-        history_offset_NxH=offset_RxQxL.reshape(r * length, length),
-        row_items_RxL=unpacked_items_BxL,
-        counterfactual_offset_N=counterfactual_N,
-    )
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
+    metrics["targets"] = metrics["targets"].astype(met_shape["targets"].dtype)
+    return grads, metrics
+
+
+def keep_if_finite(new_state: Any, old_leaves: list[jax.Array], ok: jax.Array) -> Any:
+    """``new_state``, or where ``ok`` is False the old state: every leaf keeps its old value (a
+    select that fuses into the update, so the host need read the flag only at log and
+    checkpoint steps)."""
+    leaves = [
+        jnp.where(ok, n, o) for n, o in zip(jax.tree.leaves(new_state), old_leaves, strict=True)
+    ]
+    return jax.tree.unflatten(jax.tree.structure(new_state), leaves)
+
+
+def step_keys(seed_key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(loss, dropout, cloze mask) keys of a step: a pure function of (seed, step), so a
+    resumed run repeats an uninterrupted one exactly."""
+    loss_key, drop_key, mask_key = jax.random.split(jax.random.fold_in(seed_key, step), 3)
+    return loss_key, drop_key, mask_key
 
 
 # Fault injection, for tests only (tests/conftest.py's ``nonfinite_loss_at``): a traced
@@ -273,182 +257,40 @@ def make_train_step(
     state_sharding,
     batch_sharding,
 ):
-    """The jitted step: (state, batch, step) -> (state, metrics). Randomness is a pure function
-    of (seed, step), so a resumed run repeats an uninterrupted one exactly.
+    """The jitted step: (state, batch, step) -> (state, metrics): gradients of
+    :class:`~jaxrec.batch_loss.BatchLoss` (with ``train.grad_accum_steps`` > 1 over
+    micro-batches, :func:`accumulated_grads`), one AdamW update.
 
     A step whose loss or gradient norm is not finite leaves the state as it was (every leaf,
     the optimizer's step count included) and reports ``nonfinite`` = True in its metrics; the
     host decides whether to skip it or stop (``train.skip_nonfinite_steps``).
-
-    With ``train.grad_accum_steps`` = A > 1 the batch is split into A micro-batches (scanned,
-    so the activations of one micro-batch at a time are live); their gradients are averaged
-    weighted by their numbers of targets, which equals the full batch's gradient for terms that
-    are a mean over targets. One optimizer update per step.
     """
-    loss_cfg = cfg.loss
-    fault = fault_hook  # read once: a step built without it compiles nothing extra
-    base_key = jax.random.key(int(cfg.seed))
-    weights_T = jnp.asarray(type_weights(cfg.feedback, feedback_types))
-    item_log_prob_V = None
-    if cfg.loss.sampler == "popularity":
-        # Add-one smoothing: an item never liked in training can still be a negative.
-        item_log_prob_V = item_log_prob_from_counts(item_counts + 1)
+    # fault_hook read once: a step built without it compiles nothing extra.
+    batch_loss = BatchLoss(cfg, feedback_types, item_counts, fault=fault_hook)
+    seed_key = jax.random.key(int(cfg.seed))
     positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.mask_prob)
     accum = int(cfg.train.grad_accum_steps)
-    appeal_weight = float(cfg.loss.appeal_weight)
-    counterfactual = None  # the feedback token of the counterfactual rejection
-    if float(cfg.loss.counterfactual_weight) > 0:
-        counterfactual = list(feedback_types).index(cfg.loss.counterfactual_type) + 1
-
-    def loss_fn(model, batch, loss_key, drop_key, step):
-        b, length = batch["items"].shape
-        m = batch["explicit"].shape[-1]
-        src_RxL = batch.get("pack_src")
-        items, feedback, segment, slot_N = batch["items"], batch["feedback"], None, None
-
-        def layout(x):  # the loss's layout of a [B, L, ...] array: unpacked, or packed rows
-            return x if src_RxL is None else _to_packed(x, src_RxL)
-
-        if src_RxL is not None:
-            # Packed: the loss reads the packed rows too (no all-padding rows to score); each
-            # target moves with its query, and context rows and per-query random negatives
-            # follow the query's unpacked slot, so the loss is the unpacked batch's.
-            slot_N = src_RxL.reshape(-1)
-            items, feedback = layout(items), layout(feedback)
-            segment = jnp.where(src_RxL >= 0, src_RxL // length + 1, 0)
-        future = {k: batch.get(k) for k in ("future_items", "future_labels")}
-        future = {k: None if v is None else layout(v) for k, v in future.items()}
-        targets = LossTargets(
-            positive_N=layout(batch["positives"]).reshape(-1),
-            explicit_NxM=layout(batch["explicit"]).reshape(-1, m),
-            explicit_type_NxM=layout(batch["explicit_type"]).reshape(-1, m),
-            # Every item liked anywhere in the row's context (not only in this example's
-            # slice of it): never a negative.
-            context_positives_RxP=batch["context_positives"],
-            future_items_NxW=_flat_window(future["future_items"]),
-            future_labels_NxW=_flat_window(future["future_labels"]),
-            query_slot_N=slot_N,
-            num_slots=b * length,
-        )
-        if model.catalog_repeat is not None:
-            targets = catalog_repeat_targets(
-                model, targets, items, feedback, segment, batch["items"], m, counterfactual
-            )
-        hidden_BxLxD = model.encode(  # [R, L, D] when packed
-            batch["items"],
-            batch["feedback"],
-            context_BxL=batch.get("context"),
-            pack_src_RxL=src_RxL,
-            rngs=nnx.Rngs(dropout=drop_key),
-            deterministic=False,
-        )
-        if fault is not None:
-            hidden_BxLxD = fault(hidden_BxLxD, step)
-        query_BxLxD = model.catalog_query(hidden_BxLxD)
-        query_NxD = query_BxLxD.reshape(-1, query_BxLxD.shape[-1])
-        loss, metrics = compute_loss(
-            loss_cfg,
-            query_NxD,
-            model.item_table(),
-            targets,
-            loss_key,
-            weights_T,
-            item_log_prob_V,
-        )
-        if appeal_weight > 0:
-            appeal_BxLxD = model.appeal_query(hidden_BxLxD)
-            future_items_NxW = targets.future_items_NxW.astype(jnp.int32)
-            repeat_BxLxW = model.repeat_scores(
-                items, feedback, future_items_NxW.reshape(*items.shape, -1), segment
-            )
-            appeal, appeal_acc = appeal_term(
-                appeal_BxLxD.reshape(-1, appeal_BxLxD.shape[-1]),
-                model.appeal_table(),
-                future_items_NxW,
-                targets.future_labels_NxW.astype(jnp.int32),
-                None if repeat_BxLxW is None else repeat_BxLxW.reshape(future_items_NxW.shape),
-            )
-            loss = loss + appeal_weight * appeal
-            metrics = {
-                **metrics,
-                "loss": loss,
-                "loss_appeal": appeal,
-                "train_appeal_accuracy": appeal_acc,
-            }
-        return loss, metrics
-
-    def accumulated_grads(model, batch, loss_key, drop_key, step):
-        """Gradients and metrics of the whole batch from ``accum`` scanned micro-batches."""
-        graph, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def micro_loss(params, mb, key):
-            return loss_fn(nnx.merge(graph, params, rest), mb, loss_key, key, step)
-
-        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
-        micro = jax.tree.map(lambda x: _micro_batches(x, accum), batch)
-        total = jnp.maximum(jnp.sum(batch["positives"] > 0), 1).astype(jnp.float32)
-        first = jax.tree.map(lambda x: x[0], micro)
-        (_, met_shape), _ = jax.eval_shape(grad_fn, params, first, drop_key)
-        zeros = lambda t: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), t)
-
-        def body(carry, xs):
-            grads, metrics = carry
-            mb, i = xs
-            # Same loss key (shared random negatives as in one big batch); own dropout key.
-            (_, met), g = grad_fn(params, mb, jax.random.fold_in(drop_key, i))
-            w = met["targets"].astype(jnp.float32) / total
-            grads = jax.tree.map(lambda a, b: a + w * b.astype(jnp.float32), grads, g)
-            metrics = {
-                k: metrics[k] + (v if k == "targets" else w * v).astype(jnp.float32)
-                for k, v in met.items()
-            }
-            return (grads, metrics), None
-
-        (grads, metrics), _ = jax.lax.scan(
-            body, (zeros(params), zeros(met_shape)), (micro, jnp.arange(accum))
-        )
-        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-        metrics["targets"] = metrics["targets"].astype(met_shape["targets"].dtype)
-        return grads, metrics
 
     def step_fn(state, batch, step):
         old_leaves = jax.tree.leaves(state)
         model, opt = nnx.merge(graphdef, state)
-        loss_key, drop_key, mask_key = jax.random.split(jax.random.fold_in(base_key, step), 3)
+        loss_key, drop_key, mask_key = step_keys(seed_key, step)
         if not model.causal:
-            batch = cloze_batch(
-                mask_key,
-                batch,
-                mask_prob,
-                model.mask_item,
-                model.mask_feedback,
-                positive_T,
-                negative_T,
-            )
+            mask = (model.mask_item, model.mask_feedback)
+            batch = cloze_batch(mask_key, batch, mask_prob, *mask, positive_T, negative_T)
+        args = (model, batch, loss_key, drop_key, step)
         if accum == 1:
-            (_, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
-                model, batch, loss_key, drop_key, step
-            )
+            (_, metrics), grads = nnx.value_and_grad(batch_loss.__call__, has_aux=True)(*args)
         else:
-            grads, metrics = accumulated_grads(model, batch, loss_key, drop_key, step)
+            grads, metrics = accumulated_grads(batch_loss, accum, *args)
         grad_norm = optax.tree.norm(grads)
         opt.update(model, grads)
         metrics["grad_norm"] = grad_norm
         _, new_state = nnx.split((model, opt))
-        # A non-finite step changes nothing: every leaf keeps its old value (a select that
-        # fuses into the update; the host reads the flag only at log and checkpoint steps).
         ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-        treedef = jax.tree.structure(new_state)
-        new_state = jax.tree.unflatten(
-            treedef,
-            [
-                jnp.where(ok, n, o)
-                for n, o in zip(jax.tree.leaves(new_state), old_leaves, strict=True)
-            ],
-        )
         metrics["nonfinite"] = ~ok
-        return new_state, metrics
+        return keep_if_finite(new_state, old_leaves, ok), metrics
 
     return jax.jit(
         step_fn,

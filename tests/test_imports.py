@@ -1,5 +1,6 @@
-"""Imports point one way: checkpoints do not load serving code, and data loads no model, loss,
-evaluation or training code."""
+"""Imports point one way: checkpoints do not load serving code; data loads no model, loss,
+evaluation or training code; the losses load no model, and neither the losses nor the model
+load the batch loss or the training step that compose them."""
 
 import json
 import subprocess
@@ -18,6 +19,9 @@ CHECKS = [
     ("jaxrec.data", _DATA_MUST_NOT_IMPORT),
     ("jaxrec.data.counts", _DATA_MUST_NOT_IMPORT),
     ("jaxrec.checkpoint", ["jaxrec.serving"]),
+    # The batch loss composes the model and the losses; neither loads it.
+    ("jaxrec.losses", ["jaxrec.batch_loss", "jaxrec.model", "jaxrec.step", "jaxrec.train"]),
+    ("jaxrec.model", ["jaxrec.batch_loss", "jaxrec.step", "jaxrec.train"]),
 ]
 
 _SCRIPT = """

@@ -1,6 +1,6 @@
 """The training step (jaxrec/step.py): weight decay (which parameters it applies to, by name,
-and that the optimizer honours it), the bias learning-rate multipliers, and the catalog repeat
-term's training targets."""
+and that the optimizer honours it), the bias learning-rate multipliers; and the catalog repeat
+term's training targets (jaxrec/batch_loss.py)."""
 
 import functools
 import math
@@ -14,9 +14,10 @@ import pytest
 from flax import nnx
 from ml_collections import ConfigDict
 
+from jaxrec.batch_loss import catalog_repeat_targets
 from jaxrec.losses import LossTargets
 from jaxrec.model import SequenceModel, repeat_term
-from jaxrec.step import catalog_repeat_targets, make_optimizer, weight_decay_mask
+from jaxrec.step import make_optimizer, weight_decay_mask
 from tests.tiny import optim_config, repo_config
 
 BLOCK_KERNELS = {f"blocks/0/{name}/kernel" for name in ("qkv", "out", "mlp_in", "mlp_out")}
@@ -169,7 +170,7 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
     assert float(upd["appeal_repeat"][0, 0]) == pytest.approx(0.5 * base)
 
 
-# The catalog repeat term's training targets (``step.catalog_repeat_targets``) by hand.
+# The catalog repeat term's training targets (``batch_loss.catalog_repeat_targets``) by hand.
 
 
 LN2 = math.log(2.0)

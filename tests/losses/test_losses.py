@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxrec.batch_loss import catalog_repeat_targets
 from jaxrec.losses import (
     LossConfig,
     LossTargets,
@@ -24,7 +25,6 @@ from jaxrec.losses import (
     validate_loss_config,
 )
 from jaxrec.model import repeat_term
-from jaxrec.step import catalog_repeat_targets
 from tests.tiny import catalog_repeat_model
 
 N, V, D, M, P, T = 12, 23, 8, 3, 2, 3
