@@ -101,8 +101,8 @@ class Dropout(nnx.Module):
     """Inverted dropout whose keep mask reads 16-bit halves of random 32-bit words.
 
     ``jax.random.bernoulli`` spends a 32-bit threefry word and a float conversion per element;
-    halves cost about half as much on CPU (4.1 vs 7.3 ms for a 57 x 200 x 128 mask,
-    ``python -m bench.micro``). The rate is rounded to a multiple of 1/65536 and the kept values are
+    halves cost about half as much on CPU (``python -m bench.micro``; docs/throughput.md).
+    The rate is rounded to a multiple of 1/65536 and the kept values are
     scaled by the exact keep probability, so the output's mean is the input's.
     """
 
@@ -286,8 +286,8 @@ class SequenceModel(nnx.Module):
                     embedding_init=_sharded(emb, (VOCAB, EMBED), rules),
                 )
         # Optional repeat term of the appeal head: what the listener did the earlier times the
-        # same item was played (music repeats: in the simulator 62% of test pairs, in Spotify
-        # sessions 25%, hold an item heard before). A dot product cannot tell "this very song"
+        # same item was played (music repeats: many test pairs hold an item heard before;
+        # docs/losses.md, "The appeal head"). A dot product cannot tell "this very song"
         # from "a similar one", so the head reads the history directly: per feedback type t,
         # w_t log(1 + n_t(i)) for the n_t(i) earlier reactions of type t to item i, plus u_t for
         # the type of the newest one. 2 x (T + 2) weights shared by all items, started at 0.

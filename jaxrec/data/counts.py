@@ -24,9 +24,9 @@ from jaxrec.data.sequences import TRAIN, Roles
 APPEAL_LAMBDA_ITEM = 1.0
 APPEAL_LAMBDA_CONTEXT = 0.3
 APPEAL_SWEEPS = 30
-# Newton steps are clipped to this many logits: on skewed labels (e.g. 92% liked) an item
-# with many events and few likes starts where p (1 - p) is tiny, and a full step overshoots
-# back and forth (its effect ended at +85 logits for 83 likes of 403 before the clip).
+# Newton steps are clipped to this many logits: on skewed labels (mostly liked) an item with
+# many events and few likes starts where p (1 - p) is tiny, and a full step overshoots back
+# and forth without end (docs/results/README.md, the held-out like/hate check).
 MAX_NEWTON_STEP = 1.0
 REPEAT_LAMBDA = 1.0  # ridge on item_appeal_repeats' 2 T repeat weights
 

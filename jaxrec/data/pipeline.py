@@ -47,9 +47,8 @@ POSITION_KEYS = (
 )
 
 
-# "auto" cuts long rows into eighths (8 compiled shapes), short ones into quarters. Measured on
-# MovieLens at max_len 200 (docs/throughput.md): quarters 1.78x, eighths 2.18x the unbucketed
-# targets/s for BCE with one negative.
+# "auto" cuts long rows into eighths (8 compiled shapes), short ones into quarters: on long
+# rows eighths gained more than quarters (docs/throughput.md, length buckets).
 AUTO_EIGHTHS_FROM = 128
 PACK_SAMPLE_BATCHES = 128
 
@@ -167,9 +166,8 @@ def pack_batch(
 
 PACKING_MODES = ("off", "on", "auto")
 DEFAULT_PACKING = "auto"
-# "auto" packs when packed rows are at most this share of the batch. Measured (60 steps, 2 CPU
-# cores, docs/training.md): rows 0.72 -> 1.46x targets/s (quickstart), 0.80 -> 1.18x; near 0.95
-# within this machine's noise (1.02-1.05x in a quiet run).
+# "auto" packs when packed rows are at most this share of the batch: above it the gain was
+# within the machine's noise (docs/training.md, sequence packing).
 PACK_AUTO_SHARE = 0.95
 
 

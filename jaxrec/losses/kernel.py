@@ -336,7 +336,7 @@ def chunked_lse(
     if cand_ids_C is None and row_ids_RxP is not None:
         # The catalog's ids are positions: each tile scatters -inf at the N x P per-query ids,
         # which costs less than matching [R, chunk] per row and expanding it to [N, chunk]
-        # (8% of the forward+backward at 4096 queries, P = 4). N x P int32 stays within
+        # (docs/losses.md, "The fused kernel"). N x P int32 stays within
         # O(N x chunk) for P <= chunk.
         per_query_NxP = _per_query(row_ids_RxP, query_NxD.shape[0], query_row_N)
         excl = (jnp.concatenate([exclude_NxP, per_query_NxP], 1), row_RxC, None, query_row_N)

@@ -22,8 +22,8 @@ def sample_uniform_negatives(
 
     One random 32-bit word per id, reduced modulo ``num_items``: item probabilities differ by
     at most ``num_items / 2**32`` relative (4e-7 at 1,682 items, 2% at 100M). On CPU that is
-    about half the cost of ``jax.random.randint``: 64 vs 118 ms for 256 negatives at each of
-    25,600 positions (``python -m bench.micro``).
+    about half the cost of ``jax.random.randint`` (``python -m bench.micro``;
+    docs/throughput.md).
     """
     shape = (num,) if isinstance(num, int) else tuple(num)
     words = jax.random.bits(rng, shape, jnp.uint32)
