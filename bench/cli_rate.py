@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.train_throughput import COMMON, OVERRIDES, REPO, SMALL, run_config
+from jaxrec.experiments.overrides import flag
 
 
 def cli_overrides(name: str, steps: int, log_every: int, small: bool) -> dict[str, Any]:
@@ -48,9 +50,8 @@ def cli_overrides(name: str, steps: int, log_every: int, small: bool) -> dict[st
 
 
 def _flag(path: str, value: Any) -> str:
-    """``--config.a.b=value`` as one argv entry (no shell quoting)."""
-    text = repr(tuple(value)) if isinstance(value, (tuple, list)) else repr(value)
-    return f"--config.{path}={text if not isinstance(value, str) else value}"
+    """:func:`jaxrec.experiments.overrides.flag` as one argv entry (its shell quoting undone)."""
+    return shlex.split(flag(path, value))[0]
 
 
 def steady_rate(rows: list[dict[str, Any]]) -> tuple[float, int]:

@@ -458,15 +458,20 @@ class SequenceModel(nnx.Module):
         counts_BxQxT = jnp.einsum("bql,blt->bqt", reads_BxQxL, onehot_BxLxT)
         per_type_BxQxT = weights_T / jnp.maximum(counts_BxQxT, 1.0)
         coef_BxQxL = reads_BxQxL * jnp.einsum("bqt,blt->bql", per_type_BxQxT, onehot_BxLxT)
-        emb_BxLxP = jnp.take(self.pool_table(), items_BxL, axis=0)
-        return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxP)
+        # Only the history's rows are normalised, not the whole catalog, at every step.
+        emb_BxLxD = self.pool_table(self._output_table()(items_BxL))
+        return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxD)
 
-    def pool_table(self) -> jax.Array:
-        """The appeal pool's item vectors ``[rows, D]``: the unit output embeddings, read with
-        the gradient stopped (learned vectors of its own overfitted the training windows,
-        docs/results/README.md)."""
-        table = self.output_embed if self.output_embed is not None else self.item_embed
-        return jax.lax.stop_gradient(_unit(table.embedding[...].astype(jnp.float32)))
+    def _output_table(self) -> nnx.Embed:
+        return self.output_embed if self.output_embed is not None else self.item_embed
+
+    def pool_table(self, rows_NxD: jax.Array | None = None) -> jax.Array:
+        """The appeal pool's item vectors: the unit output embeddings (of ``rows_NxD`` when
+        given, else of the whole table), read with the gradient stopped (learned vectors of
+        its own overfitted the training windows, docs/results/README.md)."""
+        if rows_NxD is None:
+            rows_NxD = self._output_table().embedding[...]
+        return jax.lax.stop_gradient(_unit(rows_NxD.astype(jnp.float32)))
 
     def catalog_query(self, hidden_BxLxD: jax.Array) -> jax.Array:
         """Catalog queries: the hidden state, with a constant 1 appended for the item bias."""
@@ -494,7 +499,7 @@ class SequenceModel(nnx.Module):
         pool, its unit item vectors (:meth:`pool_table`) lead."""
         bias = self.appeal_bias.embedding[: self.num_items + 1]
         parts = [bias, jnp.ones_like(bias)]
-        table = self.output_embed if self.output_embed is not None else self.item_embed
+        table = self._output_table()
         output_VxD = table.embedding[: self.num_items + 1].astype(bias.dtype)
         if self.appeal_embed is not None:
             parts.insert(0, self.appeal_embed.embedding[: self.num_items + 1])
@@ -545,7 +550,7 @@ class SequenceModel(nnx.Module):
     def item_table(self) -> jax.Array:
         """Output item embeddings ``[V + 1, D]`` (row 0 is padding, never recommended); with an
         item bias, ``[V + 1, D + 1]`` whose last column is the bias."""
-        table = self.output_embed if self.output_embed is not None else self.item_embed
+        table = self._output_table()
         table = table.embedding[: self.num_items + 1]
         if self.item_bias is not None:
             bias = self.item_bias.embedding[: self.num_items + 1].astype(table.dtype)
