@@ -4,8 +4,10 @@
 
 At the packed ``bce1`` shapes (64 rows x 200 slots, width 128, one head; 25,600 x 256 ids):
 
-- dropout keep masks: ``jax.random.bernoulli`` against ``model.Dropout``'s 16-bit halves;
-- uniform negative ids: ``jax.random.randint`` against ``sample_uniform_negatives``;
+- dropout keep masks: ``jax.random.bernoulli`` against ``model.Dropout``'s 16-bit halves of
+  threefry words and of hashed words (``jaxrec.random_bits``);
+- uniform negative ids: ``jax.random.randint`` against ``sample_uniform_negatives`` on threefry
+  and on hashed words;
 - attention forward + backward: ``jax.nn.dot_product_attention`` against plain einsums;
 - a 12,800 x 128 x 384 matmul in float32 and in bfloat16 (GFLOP/s).
 
@@ -24,6 +26,7 @@ from flax import nnx
 
 from jaxrec.losses.sampling import sample_uniform_negatives
 from jaxrec.model import Dropout
+from jaxrec.random_bits import RANDOM_BITS
 
 R, L, D = 64, 200, 128
 
@@ -48,19 +51,23 @@ def main() -> None:
     key = jax.random.key(0)
     x = jnp.ones((57, L, D))
     bern = jax.jit(lambda k, x: jnp.where(jax.random.bernoulli(k, 0.8, x.shape), x / 0.8, 0))
-    halves = jax.jit(lambda k, x: Dropout(0.2)(x, deterministic=False, rngs=nnx.Rngs(dropout=k)))
-    print(
-        f"dropout mask 57x200x128: bernoulli {_median_ms(bern, key, x):.1f} ms, "
-        f"16-bit halves {_median_ms(halves, key, x):.1f} ms"
-    )
+    line = f"dropout mask 57x200x128: bernoulli {_median_ms(bern, key, x):.1f} ms"
+    for bits in RANDOM_BITS:
+        halves = jax.jit(
+            lambda k, x, bits=bits: Dropout(0.2, bits)(
+                x, deterministic=False, rngs=nnx.Rngs(dropout=k)
+            )
+        )
+        line += f", 16-bit halves of {bits} words {_median_ms(halves, key, x):.1f} ms"
+    print(line)
 
     shape, n = (25_600, 256), 1682
     randint = jax.jit(lambda k: jax.random.randint(k, shape, 1, n + 1))
-    ours = jax.jit(lambda k: sample_uniform_negatives(k, shape, n))
-    print(
-        f"uniform ids 25,600x256: randint {_median_ms(randint, key):.1f} ms, "
-        f"one word each {_median_ms(ours, key):.1f} ms"
-    )
+    line = f"uniform ids 25,600x256: randint {_median_ms(randint, key):.1f} ms"
+    for bits in RANDOM_BITS:
+        ours = jax.jit(lambda k, bits=bits: sample_uniform_negatives(k, shape, n, bits))
+        line += f", one {bits} word each {_median_ms(ours, key):.1f} ms"
+    print(line)
 
     q, k, v = jax.random.normal(key, (3, R, L, 1, D))
     seg = jnp.asarray(np.random.default_rng(0).integers(1, 4, (R, L)).cumsum(1) // 60)

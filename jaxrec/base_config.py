@@ -83,6 +83,9 @@ def get_config() -> ConfigDict:
     c.model.heads = 2
     c.model.mlp_ratio = 4
     c.model.dropout = 0.1
+    # Words behind the dropout masks: "hash" (two threefry words spread by an integer hash;
+    # cheap) or "threefry" (jax.random.bits per word; runs before 2026-12-07 used it)
+    c.model.random_bits = "hash"
     c.model.causal = True  # False: bidirectional cloze training (BERT4Rec)
     c.model.mask_prob = 0.2  # cloze mode: share of tokens hidden behind [MASK]
     # Learnable per-feedback-type gate on item embeddings: none | sigmoid | signed (tanh)
@@ -139,6 +142,7 @@ def get_config() -> ConfigDict:
     c.loss.shared_negatives = True  # one set of K for the whole batch
     c.loss.hardest_of = 0  # N > K: draw N random negatives, keep the K scored highest
     c.loss.gbce_t = 0.75  # gSASRec calibration
+    c.loss.random_bits = "hash"  # words behind the random negatives, as model.random_bits
     c.loss.explicit_negatives = True  # thumbs-down / skips of the position join the negatives
     c.loss.explicit_weight = 1.0
     c.loss.logq_correction = True  # subtract log Q of sampled / in-batch candidates
@@ -231,6 +235,8 @@ ABSENT_MEANS: dict[str, Any] = {
     "loss.appeal_weight": 0.0,
     "loss.counterfactual_weight": 0.0,
     "data.contrast_window": 0,
+    "model.random_bits": "threefry",
+    "loss.random_bits": "threefry",
 }
 # Groups whose keys are the user's own names (adapter options, feedback types), not fields.
 FREE_FORM = ("data.options", "feedback.negative_weights", "data.simulator.feedback_proportions")

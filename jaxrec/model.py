@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.checks import boolean, positive_int
+from jaxrec.random_bits import RANDOM_BITS, random_bits
 from jaxrec.sharding import AXIS_RULES, as_axis_rules
 
 # Logical axis names of the parameters: item rows, the model width, and the attention / MLP
@@ -39,6 +40,8 @@ def validate_model_config(cfg: Any) -> None:
         raise ValueError(f"config.model.mask_prob: must be in (0, 1), got {cfg.mask_prob}")
     if not 0.0 <= float(cfg.dropout) < 1.0:
         raise ValueError(f"config.model.dropout: must be in [0, 1), got {cfg.dropout}")
+    if cfg.random_bits not in RANDOM_BITS:
+        raise ValueError(f"config.model.random_bits: one of {RANDOM_BITS}, got {cfg.random_bits!r}")
     if cfg.width % cfg.heads:
         raise ValueError(
             f"config.model.width: {cfg.width} is not divisible by config.model.heads ({cfg.heads})"
@@ -101,22 +104,24 @@ class Dropout(nnx.Module):
     """Inverted dropout whose keep mask reads 16-bit halves of random 32-bit words.
 
     ``jax.random.bernoulli`` spends a 32-bit threefry word and a float conversion per element;
-    halves cost about half as much on CPU (``python -m bench.micro``; docs/throughput.md).
+    halves cost about half as much on CPU, and words from ``random_bits.hash_bits``
+    (``bits="hash"``) far less again (``python -m bench.micro``; docs/throughput.md).
     The rate is rounded to a multiple of 1/65536 and the kept values are
     scaled by the exact keep probability, so the output's mean is the input's.
     """
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, bits: str = "hash"):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"config.model.dropout: must be in [0, 1), got {rate}")
         self.threshold = round(rate * 65536)
         self.scale = 65536 / (65536 - self.threshold)
+        self.bits = bits
 
     def __call__(self, x, *, deterministic: bool, rngs: nnx.Rngs | None):
         if deterministic or self.threshold == 0:
             return x
         n = x.size
-        words = jax.random.bits(rngs.dropout(), ((n + 1) // 2,), jnp.uint32)
+        words = random_bits(rngs.dropout(), ((n + 1) // 2,), self.bits)
         halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n]
         keep = halves.reshape(x.shape) >= self.threshold
         return jnp.where(keep, x * jnp.asarray(self.scale, x.dtype), jnp.zeros((), x.dtype))
@@ -134,6 +139,7 @@ class Block(nnx.Module):
         dtype,
         rngs: nnx.Rngs,
         rules: AxisRules,
+        bits: str = "hash",
     ):
         if width % heads:
             raise ValueError(
@@ -148,7 +154,7 @@ class Block(nnx.Module):
         self.norm2 = nnx.LayerNorm(width, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
         self.mlp_in = _dense(width, mlp_ratio * width, (EMBED, HIDDEN), rules, rngs, dtype)
         self.mlp_out = _dense(mlp_ratio * width, width, (HIDDEN, EMBED), rules, rngs, dtype)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, bits)
 
     def __call__(
         self,
@@ -245,6 +251,7 @@ class SequenceModel(nnx.Module):
                     self.dtype,
                     rngs,
                     rules,
+                    cfg.random_bits,
                 )
                 for _ in range(int(cfg.depth))
             ]
@@ -310,7 +317,7 @@ class SequenceModel(nnx.Module):
         self.appeal_pool = nnx.data(None)
         if cfg.appeal_head and cfg.appeal_pool:
             self.appeal_pool = nnx.Param(jnp.zeros((num_feedback_types + 2,), jnp.float32))
-        self.embed_dropout = Dropout(float(cfg.dropout))
+        self.embed_dropout = Dropout(float(cfg.dropout), cfg.random_bits)
         # Listener sequences (data.sequence = "listener"): each layer and head adds a learned
         # logit to the attention paid to tokens of the query's own context (station), so one
         # row can weigh what the listener does on this station against what they do elsewhere.

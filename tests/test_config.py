@@ -47,6 +47,7 @@ def test_misspelt_select_metric_is_refused_naming_field_and_valid_names(cfg):
         ({"eval.pair_score": "apeal"}, "config.eval.pair_score"),
         ({"eval.pair_score": "appeal"}, "config.eval.pair_score"),
         ({"loss.appeal_weight": -1.0}, "config.loss.appeal_weight"),
+        ({"loss.random_bits": "hashed"}, "config.loss.random_bits"),
         ({"model.appeal_width": -1}, "config.model.appeal_width"),
         ({"optim.bias_lr_multiplier": -1.0}, "config.optim.bias_lr_multiplier"),
     ],
@@ -80,6 +81,7 @@ def _data(c):
 OWNER_CASES = [
     ("data.packing", "yes", _data),
     ("model.dropout", 1.5, lambda c: validate_model_config(c.model)),
+    ("model.random_bits", "threefy", lambda c: validate_model_config(c.model)),
     ("optim.learning_rate", 0.0, lambda c: validate_step_config(c.optim, c.train)),
     ("train.max_minutes", -1.0, lambda c: validate_budget_config(c.train)),
     ("eval.pair_score", "apeal", lambda c: validate_eval_config(c.eval)),

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
+from jaxrec.random_bits import RANDOM_BITS
+
 LOSS_TYPES = ("softmax", "bce", "gbce")
 KERNELS = ("dense", "chunked", "pallas")
 SAMPLERS = ("uniform", "popularity")
@@ -41,6 +43,7 @@ class LossConfig:
     shared_negatives: bool = True
     hardest_of: int = 0
     gbce_t: float = 0.75
+    random_bits: str = "hash"  # the random words behind the ids: hash | threefry
     # Explicit (negative-feedback) targets.
     explicit_negatives: bool = True
     explicit_weight: float = 1.0
@@ -142,6 +145,11 @@ def validate_loss_config(cfg: Any) -> None:
         cfg.contrast_type in CONTRAST_TYPES,
         "contrast_type",
         f"unknown {cfg.contrast_type!r}; expected one of {CONTRAST_TYPES}",
+    )
+    _check(
+        cfg.random_bits in RANDOM_BITS,
+        "random_bits",
+        f"unknown {cfg.random_bits!r}; expected one of {RANDOM_BITS}",
     )
     _check(cfg.ntr_on in NTR_ON, "ntr_on", f"unknown {cfg.ntr_on!r}; expected one of {NTR_ON}")
     for f in ("explicit_negatives", "shared_negatives", "logq_correction"):

@@ -11,22 +11,24 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrec.losses.config import LossConfig
+from jaxrec.random_bits import random_bits
 
 _F32 = jnp.float32
 
 
 def sample_uniform_negatives(
-    rng: jax.Array, num: int | tuple[int, ...], num_items: int
+    rng: jax.Array, num: int | tuple[int, ...], num_items: int, bits: str = "hash"
 ) -> jax.Array:
     """Item ids drawn uniformly from 1..num_items (``num`` may be a shape).
 
-    One random 32-bit word per id, reduced modulo ``num_items``: item probabilities differ by
-    at most ``num_items / 2**32`` relative (4e-7 at 1,682 items, 2% at 100M). On CPU that is
-    about half the cost of ``jax.random.randint`` (``python -m bench.micro``;
+    One random 32-bit word per id (``random_bits``, ``bits`` its kind), reduced modulo
+    ``num_items``: item probabilities differ by at most ``num_items / 2**32`` relative (4e-7
+    at 1,682 items, 2% at 100M). On CPU that is about half the cost of ``jax.random.randint``
+    with threefry words, and far less with hashed ones (``python -m bench.micro``;
     docs/throughput.md).
     """
     shape = (num,) if isinstance(num, int) else tuple(num)
-    words = jax.random.bits(rng, shape, jnp.uint32)
+    words = random_bits(rng, shape, bits)
     return (words % jnp.uint32(num_items)).astype(jnp.int32) + 1
 
 
@@ -44,11 +46,15 @@ def item_log_prob_from_counts(counts_V: jax.Array, exponent: float = 1.0) -> jax
 
 
 def sample_popularity_negatives(
-    rng: jax.Array, shape: tuple[int, ...], item_log_prob_V: jax.Array
+    rng: jax.Array, shape: tuple[int, ...], item_log_prob_V: jax.Array, bits: str = "hash"
 ) -> jax.Array:
     """Item ids drawn from Q by inverse CDF: O(V + K log V), unlike a V-wide Gumbel per draw."""
     cdf = jnp.cumsum(jnp.exp(normalize_item_log_prob(item_log_prob_V)))
-    u = jax.random.uniform(rng, shape, _F32) * cdf[-1]
+    if bits == "threefry":
+        u = jax.random.uniform(rng, shape, _F32)
+    else:  # the top 24 bits of a word: a float32 in [0, 1) on a grid of 2**-24
+        u = (random_bits(rng, shape, bits) >> 8).astype(_F32) * _F32(2.0**-24)
+    u = u * cdf[-1]
     ids = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
     return jnp.clip(ids, 1, item_log_prob_V.shape[0] - 1)
 
@@ -69,11 +75,11 @@ def draw_random_negatives(
     draws = c.hardest_of or c.num_random_negatives
     shape = (draws,) if c.shared_negatives else (num_queries, draws)
     if c.sampler == "uniform":
-        ids = sample_uniform_negatives(rng, shape, num_items)
+        ids = sample_uniform_negatives(rng, shape, num_items, c.random_bits)
         return ids, jnp.full(shape, -math.log(num_items), _F32)
     if item_log_prob_V is None:
         raise ValueError("loss.sampler: 'popularity' needs item_log_prob_V passed to compute_loss")
-    ids = sample_popularity_negatives(rng, shape, item_log_prob_V)
+    ids = sample_popularity_negatives(rng, shape, item_log_prob_V, c.random_bits)
     logp_V = normalize_item_log_prob(item_log_prob_V)
     # A scan-based cumsum is not exactly monotone, so an item of probability 0 can be drawn
     # once in a few million draws; its log Q of -inf would make the loss infinite. Such draws
