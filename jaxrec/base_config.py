@@ -75,6 +75,9 @@ def get_config() -> ConfigDict:
     c.feedback.input = ("thumbs_up", "play", "skip", "thumbs_down")
     c.feedback.positive = ("thumbs_up", "play")
     c.feedback.negative = ("skip", "thumbs_down")
+    # Types whose items the catalog loss learns to predict next; () means feedback.positive.
+    # Evaluation still ranks the positives: e.g. learn from every rating, rank the liked ones.
+    c.feedback.target = ()
     c.feedback.negative_weights = ConfigDict()  # e.g. {"thumbs_down": 2.0}; unnamed types: 1.0
 
     c.model = ConfigDict()

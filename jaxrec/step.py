@@ -268,7 +268,7 @@ def make_train_step(
     # fault_hook read once: a step built without it compiles nothing extra.
     batch_loss = BatchLoss(cfg, feedback_types, item_counts, fault=fault_hook)
     seed_key = jax.random.key(int(cfg.seed))
-    positive_T, negative_T = jnp.asarray(roles.positive_T), jnp.asarray(roles.negative_T)
+    positive_T, negative_T = jnp.asarray(roles.target_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.mask_prob)
     accum = int(cfg.train.grad_accum_steps)
 

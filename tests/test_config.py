@@ -48,6 +48,8 @@ def test_misspelt_select_metric_is_refused_naming_field_and_valid_names(cfg):
         ({"eval.pair_score": "appeal"}, "config.eval.pair_score"),
         ({"loss.appeal_weight": -1.0}, "config.loss.appeal_weight"),
         ({"loss.random_bits": "hashed"}, "config.loss.random_bits"),
+        ({"feedback.target": ("thumbs_up", "thumbs_down")}, "config.feedback.target"),
+        ({"feedback.target": ("thumbs_upp",)}, "config.feedback.target"),
         ({"model.appeal_width": -1}, "config.model.appeal_width"),
         ({"optim.bias_lr_multiplier": -1.0}, "config.optim.bias_lr_multiplier"),
     ],

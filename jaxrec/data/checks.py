@@ -11,13 +11,13 @@ import numpy as np
 from jaxrec.checks import positive_int
 from jaxrec.data import feedback_types, simulator
 from jaxrec.data.pipeline import PACKING_MODES, resolve_buckets
-from jaxrec.data.sequences import SEQUENCES
+from jaxrec.data.sequences import SEQUENCES, Roles
 
 
 def validate_feedback_config(feedback_cfg: Any, types: tuple[str, ...]) -> None:
     """Raises ValueError naming the ``config.feedback`` field that names a type outside the
-    data's feedback vocabulary ``types`` (or gives a negative weight)."""
-    for role in ("input", "positive", "negative"):
+    data's feedback vocabulary ``types``, gives a negative weight, or combines roles wrongly."""
+    for role in ("input", "positive", "negative", "target"):
         unknown = [t for t in feedback_cfg[role] if t not in types]
         if unknown:
             raise ValueError(
@@ -30,6 +30,7 @@ def validate_feedback_config(feedback_cfg: Any, types: tuple[str, ...]) -> None:
             f"config.feedback.negative_weights: {bad} are unknown types or negative weights; "
             f"known types: {list(types)}"
         )
+    Roles.from_config(types, feedback_cfg)  # a type both positive (or target) and negative
 
 
 def validate_data_config(data_cfg: Any, feedback_cfg: Any) -> tuple[str, ...]:

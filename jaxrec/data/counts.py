@@ -39,8 +39,11 @@ class TrainingCounts:
     positives_V: np.ndarray  # positive training events per item (index 0 unused)
     events_V: np.ndarray  # training events of any feedback type per item
     context_items: tuple[np.ndarray, np.ndarray]  # (context, item) of positive events, unique
-    positive_T: np.ndarray  # feedback-type index -> is positive
+    positive_T: np.ndarray  # feedback-type index -> is positive (liked)
     negative_T: np.ndarray  # feedback-type index -> is an explicit negative
+    # feedback-type index -> is a training target (Roles.target_T): what positives_V,
+    # context_items and distinct_positive_items count; positive_T when None
+    target_T: np.ndarray | None = None
     # (item, context, liked) of every training event that is positive or an explicit negative
     labelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     # [labelled, 2 T] repeat features of those events (:func:`repeat_features`)
@@ -52,10 +55,10 @@ class TrainingCounts:
         train = labels == TRAIN
         item = events.item[train].astype(np.int64)
         fb = events.feedback[train].astype(np.int64)
-        pos = roles.positive_T[fb]
+        pos, tgt = roles.positive_T[fb], roles.target_T[fb]
         v = events.num_items + 1
         pairs = np.unique(
-            np.stack([events.context[train][pos].astype(np.int64), item[pos]]), axis=1
+            np.stack([events.context[train][tgt].astype(np.int64), item[tgt]]), axis=1
         )
         lab = pos | roles.negative_T[fb]
         _, ctx = np.unique(events.context[train][lab], return_inverse=True)
@@ -64,11 +67,12 @@ class TrainingCounts:
         )
         return cls(
             num_items=events.num_items,
-            positives_V=np.bincount(item[pos], minlength=v)[:v].astype(np.float64),
+            positives_V=np.bincount(item[tgt], minlength=v)[:v].astype(np.float64),
             events_V=np.bincount(item, minlength=v)[:v].astype(np.float64),
             context_items=(pairs[0], pairs[1]),
             positive_T=np.asarray(roles.positive_T, bool),
             negative_T=np.asarray(roles.negative_T, bool),
+            target_T=np.asarray(roles.target_T, bool),
             labelled=(item[lab], ctx.astype(np.int64), pos[lab]),
             labelled_repeats=repeats[lab],
         )
@@ -79,7 +83,8 @@ class TrainingCounts:
         """``[B, L]`` the history items with positive feedback, each once (others 0)."""
         items = np.asarray(items_BxL)
         ftype = np.maximum(np.asarray(feedback_BxL) - 1, 0)
-        keep = np.where((items > 0) & self.positive_T[ftype], items, 0)
+        target_T = self.positive_T if self.target_T is None else self.target_T
+        keep = np.where((items > 0) & target_T[ftype], items, 0)
         # A repeat of an earlier kept item in the same row is dropped.
         earlier = np.tril(np.ones((items.shape[1],) * 2, bool), k=-1)
         repeat = ((keep[:, :, None] == keep[:, None, :]) & earlier[None]).any(axis=2)

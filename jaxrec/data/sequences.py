@@ -42,18 +42,29 @@ REMOVED = -1
 
 @dataclasses.dataclass(frozen=True)
 class Roles:
-    """Boolean masks over feedback-type indices."""
+    """Boolean masks over feedback-type indices.
+
+    ``positive_T``: liked, what evaluation ranks and pairs put first; ``target_T``: the
+    types whose items the catalog loss learns to predict next (``positive_T`` unless
+    ``config.feedback.target`` names others, e.g. every rating of a ratings log).
+    """
 
     input_T: np.ndarray
     positive_T: np.ndarray
     negative_T: np.ndarray
+    target_T: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.target_T is None:
+            object.__setattr__(self, "target_T", self.positive_T)
 
     @classmethod
     def from_config(cls, feedback_types: tuple[str, ...], cfg: Any) -> Roles:
-        """Builds roles from ``config.feedback`` (lists of type names), checking every name."""
+        """Builds roles from ``config.feedback`` (lists of type names), checking every name;
+        a mapping may leave out ``target`` (the positives are the targets)."""
         masks = {}
-        for role in ("input", "positive", "negative"):
-            names = tuple(cfg[role])
+        for role in ("input", "positive", "negative", "target"):
+            names = tuple(cfg[role]) if role in cfg else ()
             unknown = [n for n in names if n not in feedback_types]
             if unknown:
                 raise ValueError(
@@ -74,7 +85,19 @@ class Roles:
         ]
         if both:
             raise ValueError(f"config.feedback: {both} cannot be both positive and negative")
-        return cls(masks["input"], masks["positive"], masks["negative"])
+        if not masks["target"].any():
+            return cls(masks["input"], masks["positive"], masks["negative"])
+        both = [
+            t
+            for t, p, n in zip(feedback_types, masks["target"], masks["negative"], strict=True)
+            if p and n
+        ]
+        if both:
+            raise ValueError(
+                f"config.feedback.target: {both} cannot be both a training target and an "
+                "explicit negative (config.feedback.negative)"
+            )
+        return cls(masks["input"], masks["positive"], masks["negative"], masks["target"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +275,7 @@ def build_examples(
     keep = labels == TRAIN
     ctx, item, fb = events.context[keep], events.item[keep], events.feedback[keep].astype(np.int64)
     n = len(ctx)
-    is_input, is_pos, is_neg = roles.input_T[fb], roles.positive_T[fb], roles.negative_T[fb]
+    is_input, is_pos, is_neg = roles.input_T[fb], roles.target_T[fb], roles.negative_T[fb]
     # Targets and negatives are only needed at input rows: compute them there alone.
     rows = np.flatnonzero(is_input)
     seq_end = rows + _rank_from_end(ctx)[rows] + 1  # exclusive end of each row's sequence

@@ -78,6 +78,26 @@ def test_hand_case_targets_and_explicit_negatives():
     assert set(_names(ev, ex.explicit_ExLxM[e2])) == {"."}
 
 
+def test_targets_other_than_the_positives_train_while_evaluation_ranks_the_positives():
+    ev = _hand_events()
+    every = dict(ALL_INPUTS, target=TYPES, negative=())
+    roles = Roles.from_config(TYPES, every)
+    labels = split_labels(ev, window=1)
+    ex = build_examples(ev, roles, labels, max_len=8, max_explicit=3)
+    e1 = 0 if "A" in _names(ev, ex.items_ExL[0]) else 1
+    # Every rating is the next target; no explicit negatives are left.
+    assert _names(ev, ex.positives_ExL[e1]) == [".", ".", "B", "C", "D", "E", "F", "."]
+    assert set(_names(ev, ex.explicit_ExLxM)) == {"."}
+    # Evaluation still labels by feedback.positive: H (down) and G (play) as before.
+    test = build_eval_set(ev, roles, labels, split=2, max_len=4, window=1)
+    valid = build_eval_set(ev, roles, labels, split=1, max_len=4, window=1)
+    c1 = [i for i in range(2) if _names(ev, test.window_items_NxW[i]) == ["H"]][0]
+    assert test.window_label_NxW[c1].tolist() == [0]  # not positive, no longer a negative
+    assert valid.window_label_NxW[c1].tolist() == [1]
+    with pytest.raises(ValueError, match=r"config\.feedback\.target: \['skip', 'thumbs_down'\]"):
+        Roles.from_config(TYPES, dict(ALL_INPUTS, target=TYPES))
+
+
 def test_hand_case_eval_windows_and_histories():
     ev = _hand_events()
     roles = Roles.from_config(TYPES, ALL_INPUTS)
