@@ -1,6 +1,6 @@
 """The model against each run's best baseline, with test windows pooled over runs (seeds).
 
-    python -m bench.pooled_comparison WORKDIR [WORKDIR ...]
+    python -m bench.pooled_comparison WORKDIR [WORKDIR ...] [--baselines-of RUN ...]
 
 Reads each run's ``eval_test.json``, ``baselines_test.json`` and ``windows_test.npz``; for
 pairwise accuracy, HR@10 and NDCG@10 prints the mean over runs of the model and of each run's
@@ -8,6 +8,10 @@ best baseline (by value), and the paired 95% bootstrap interval of the differenc
 windows (each run's windows against its own best baseline; runs on the same data have each
 window's model terms averaged over runs: ``jaxrec.eval.paired.pool``). On simulated runs it also
 prints the mean ceilings.
+
+``--baselines-of RUN``: also count the baselines of other runs on the same windows (e.g. a run
+with other ``feedback.target``, whose baselines learnt from other events) as candidates for
+the best, named ``baseline@RUN``; each such run must have the windows of every WORKDIR.
 """
 
 from __future__ import annotations
@@ -24,13 +28,35 @@ METRICS = ("pairwise_accuracy", "hr@10", "ndcg@10")
 CEILINGS = ("history_ceiling_pairwise_accuracy", "oracle_pairwise_accuracy")
 
 
-def main(workdirs: list[str]) -> None:
+def _with_baselines_of(
+    others: list[Path], bases: list[dict], windows: list[dict]
+) -> tuple[list[dict], list[dict]]:
+    """Each run's baselines and windows plus those of ``others`` (same windows), renamed."""
+    for o in others:
+        o_bases = json.loads((o / "baselines_test.json").read_text())
+        o_windows = paired.load(o / "windows_test.npz")
+        for b, w in zip(bases, windows, strict=True):
+            for name, metrics in o_bases.items():
+                shapes = {m: w["model"][m].shape for m in METRICS if m in w["model"]}
+                if any(o_windows[name][m].shape != s for m, s in shapes.items()):
+                    raise SystemExit(f"{o}: its windows are not those of the runs compared")
+                b[f"{name}@{o.name}"] = metrics
+                w[f"{name}@{o.name}"] = o_windows[name]
+    return bases, windows
+
+
+def main(argv: list[str]) -> None:
+    workdirs, others = argv, []
+    if "--baselines-of" in argv:
+        i = argv.index("--baselines-of")
+        workdirs, others = argv[:i], argv[i + 1 :]
     if not workdirs:
         raise SystemExit(__doc__)
     runs = [Path(w) for w in workdirs]
     tests = [json.loads((r / "eval_test.json").read_text()) for r in runs]
     bases = [json.loads((r / "baselines_test.json").read_text()) for r in runs]
     windows = [paired.load(r / "windows_test.npz") for r in runs]
+    bases, windows = _with_baselines_of([Path(o) for o in others], bases, windows)
     for metric in METRICS:
         c, names = paired.against_best(list(zip(windows, bases, strict=True)), metric)
         ours = np.mean([t[metric] for t in tests])

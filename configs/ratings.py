@@ -15,9 +15,8 @@ adapter, so the same mapping reads any ratings file. For yours, edit in ``get_co
 
 Leave-last-out, window 1, full ranking of the catalog (users whose last rating is not a
 thumbs_up are not ranked), as configs/movielens.py. The mapping reads the same events as the
-movielens adapter (tests/test_templates.py), so the run is that config's: on the shipped
-MovieLens-100k, seed 0, HR@10 0.2058 / NDCG@10 0.1046, level with EASE 0.1831 / 0.0954 (the
-figures and wall clock in configs/movielens.py).
+movielens adapter (tests/e2e/test_templates.py), so the run is that config's (the figures
+and wall clock in configs/movielens.py).
 """
 
 from pathlib import Path
@@ -51,9 +50,10 @@ def get_config():
             "feedback_types": ["thumbs_up", "neutral", "thumbs_down"],
         }
     )
-    # Roles, as configs/movielens.py: every rating is history; a 4-5 is the next item to
-    # predict, a 1-2 an explicit negative; a 3 is input only.
+    # Roles, as configs/movielens.py: every rating is history and a next item to learn; a 4-5
+    # is what evaluation ranks.
     c.feedback.input = ("thumbs_up", "neutral", "thumbs_down")
     c.feedback.positive = ("thumbs_up",)
-    c.feedback.negative = ("thumbs_down",)
+    c.feedback.target = ("thumbs_up", "neutral", "thumbs_down")
+    c.feedback.negative = ()
     return c
