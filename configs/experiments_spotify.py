@@ -2,6 +2,11 @@
 at a budget that lets every arm x seed of the five experiments run on a 2-core machine.
 
     jaxrec experiment negatives --config configs/experiments_spotify.py --seeds 3 --out DIR
+
+Each arm x seed runs up to 1,200 steps and stops after 3 validations without a better
+selection metric, so it selects a model before its last validation unless still improving at
+1,200 steps (then its run says so). The published reports: 40-120 s a run, pinned to one core
+(docs/results/README.md).
 """
 
 from pathlib import Path

@@ -3,7 +3,9 @@
     jaxrec train --config configs/piki.py --workdir runs/piki
 
 The shared sample is tiny (894 events); point data.path at the full piki_dataset.csv
-(github.com/sstoikov/piki-music-dataset) for a real run.
+(github.com/sstoikov/piki-music-dataset) for a real run. On the sample (2026-12-07): 28 s on
+2 cores shared with other jobs, 100 epochs = 200 steps, the model selected at epoch 50 of 100;
+its test figures are level with the baselines (HR@10 0 for both): too few events to learn from.
 """
 
 from pathlib import Path
