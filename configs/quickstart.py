@@ -7,8 +7,8 @@ plus a repeat term on the listener's earlier reactions to each song, taught by a
 counterfactual term what a thumbs-down does (docs/losses.md); the appeal head by its BCE on the
 next 5 events, from the item_appeal_repeats fit, reading item-kNN over the history's reactions
 (model.appeal_pool). 13 epochs (598 steps), validated every 4. Measured (3 seeds, 2026-12-07,
-hashed random words; 4-6.5 min a run on one core while the other ran training jobs, 2 min 39 s
-on 2 idle cores before): test pairwise accuracy 0.7947 / 0.8136 / 0.7998, HR@10 0.4413 / 0.4477
+hashed random words; 2 min 26 s and 1.35 GB on 2 idle cores, 4-6.5 min on one core while the
+other ran training jobs): test pairwise accuracy 0.7947 / 0.8136 / 0.7998, HR@10 0.4413 / 0.4477
 / 0.4298, NDCG@10 0.2964 / 0.3099 / 0.2772, each pooled above every baseline with its interval
 above 0. Seeds 0 and 2 selected their model before the last validation (epochs 8 and 12 of 13);
 seed 1 at the last, still rising, and its run said so: the budget is held to the quickstart's 3
