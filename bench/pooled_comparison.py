@@ -36,8 +36,8 @@ def _with_baselines_of(
         o_bases = json.loads((o / "baselines_test.json").read_text())
         o_windows = paired.load(o / "windows_test.npz")
         for b, w in zip(bases, windows, strict=True):
+            shapes = {m: w["model"][m].shape for m in METRICS if m in w["model"]}
             for name, metrics in o_bases.items():
-                shapes = {m: w["model"][m].shape for m in METRICS if m in w["model"]}
                 if any(o_windows[name][m].shape != s for m, s in shapes.items()):
                     raise SystemExit(f"{o}: its windows are not those of the runs compared")
                 b[f"{name}@{o.name}"] = metrics

@@ -9,6 +9,8 @@ are uniform and uncorrelated for dropout and sampling; they are not for cryptogr
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -27,10 +29,7 @@ def _fmix32(h: jax.Array) -> jax.Array:
 def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """Uniform uint32 words of ``shape``, a pure function of ``key``."""
     k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
-    n = 1
-    for s in shape:
-        n *= int(s)
-    i = jax.lax.iota(jnp.uint32, n) * jnp.uint32(_GOLDEN) + k0
+    i = jax.lax.iota(jnp.uint32, math.prod(shape)) * jnp.uint32(_GOLDEN) + k0
     return _fmix32(_fmix32(i) ^ k1).reshape(shape)
 
 
@@ -41,3 +40,11 @@ def random_bits(key: jax.Array, shape: tuple[int, ...], kind: str) -> jax.Array:
     if kind == "threefry":
         return jax.random.bits(key, shape, jnp.uint32)
     raise ValueError(f"random bits: one of {RANDOM_BITS}, got {kind!r}")
+
+
+def random_uniform(key: jax.Array, shape: tuple[int, ...], kind: str) -> jax.Array:
+    """float32 in [0, 1): ``jax.random.uniform`` for "threefry" (what such runs drew), else the
+    top 24 bits of each word, on a grid of 2**-24."""
+    if kind == "threefry":
+        return jax.random.uniform(key, shape, jnp.float32)
+    return (random_bits(key, shape, kind) >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)

@@ -268,7 +268,7 @@ def make_train_step(
     # fault_hook read once: a step built without it compiles nothing extra.
     batch_loss = BatchLoss(cfg, feedback_types, item_counts, fault=fault_hook)
     seed_key = jax.random.key(int(cfg.seed))
-    positive_T, negative_T = jnp.asarray(roles.target_T), jnp.asarray(roles.negative_T)
+    target_T, negative_T = jnp.asarray(roles.target_T), jnp.asarray(roles.negative_T)
     mask_prob = float(cfg.model.mask_prob)
     accum = int(cfg.train.grad_accum_steps)
 
@@ -278,7 +278,7 @@ def make_train_step(
         loss_key, drop_key, mask_key = step_keys(seed_key, step)
         if not model.causal:
             mask = (model.mask_item, model.mask_feedback)
-            batch = cloze_batch(mask_key, batch, mask_prob, *mask, positive_T, negative_T)
+            batch = cloze_batch(mask_key, batch, mask_prob, *mask, target_T, negative_T)
         args = (model, batch, loss_key, drop_key, step)
         if accum == 1:
             (_, metrics), grads = nnx.value_and_grad(batch_loss.__call__, has_aux=True)(*args)

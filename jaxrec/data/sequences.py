@@ -78,26 +78,23 @@ class Roles:
             )
         if not masks["input"].any():
             raise ValueError("config.feedback.input: at least one feedback type must be an input")
-        both = [
-            t
-            for t, p, n in zip(feedback_types, masks["positive"], masks["negative"], strict=True)
-            if p and n
-        ]
+        both = _in_both(feedback_types, masks["positive"], masks["negative"])
         if both:
             raise ValueError(f"config.feedback: {both} cannot be both positive and negative")
         if not masks["target"].any():
             return cls(masks["input"], masks["positive"], masks["negative"])
-        both = [
-            t
-            for t, p, n in zip(feedback_types, masks["target"], masks["negative"], strict=True)
-            if p and n
-        ]
+        both = _in_both(feedback_types, masks["target"], masks["negative"])
         if both:
             raise ValueError(
                 f"config.feedback.target: {both} cannot be both a training target and an "
                 "explicit negative (config.feedback.negative)"
             )
         return cls(masks["input"], masks["positive"], masks["negative"], masks["target"])
+
+
+def _in_both(types: tuple[str, ...], a_T: np.ndarray, b_T: np.ndarray) -> list[str]:
+    """The types marked in both masks."""
+    return [t for t, a, b in zip(types, a_T, b_T, strict=True) if a and b]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrec.losses.config import LossConfig
-from jaxrec.random_bits import random_bits
+from jaxrec.random_bits import random_bits, random_uniform
 
 _F32 = jnp.float32
 
@@ -50,11 +50,7 @@ def sample_popularity_negatives(
 ) -> jax.Array:
     """Item ids drawn from Q by inverse CDF: O(V + K log V), unlike a V-wide Gumbel per draw."""
     cdf = jnp.cumsum(jnp.exp(normalize_item_log_prob(item_log_prob_V)))
-    if bits == "threefry":
-        u = jax.random.uniform(rng, shape, _F32)
-    else:  # the top 24 bits of a word: a float32 in [0, 1) on a grid of 2**-24
-        u = (random_bits(rng, shape, bits) >> 8).astype(_F32) * _F32(2.0**-24)
-    u = u * cdf[-1]
+    u = random_uniform(rng, shape, bits) * cdf[-1]
     ids = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
     return jnp.clip(ids, 1, item_log_prob_V.shape[0] - 1)
 
