@@ -4,6 +4,7 @@ bar, and the throughput window that a training row averages over."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -62,10 +63,13 @@ def open_tensorboard(cfg: Any, workdir: Path, purge_step: int | None):
 
 
 def write_scalars(writer, row: dict[str, Any]) -> None:
+    """Writes a row's numbers. A NaN is a metric the data cannot give (pairwise accuracy
+    without a liked and a disliked item in a window): left out of TensorBoard, which would
+    otherwise warn at every row, and kept as null in ``metrics.jsonl``."""
     for key, value in row.items():
         if key in ("step", "wall") or isinstance(value, bool):
             continue
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and math.isfinite(value):
             writer.add_scalar(key, value, row["step"], walltime=row["wall"])
     writer.flush()
 

@@ -547,3 +547,29 @@ def test_tensorboard_can_be_turned_off(cfg, tmp_path):
     cfg.train.steps, cfg.train.eval_every, cfg.train.tensorboard = 10, 10, False
     train(cfg, tmp_path, progress=False)
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_tensorboard_leaves_out_a_metric_the_data_cannot_give():
+    from jaxrec.run_log import write_scalars
+
+    class Writer:
+        def __init__(self):
+            self.seen = {}
+
+        def add_scalar(self, key, value, step, walltime):
+            self.seen[key] = (value, step)
+
+        def flush(self):
+            pass
+
+    w = Writer()
+    row = {
+        "step": 7,
+        "wall": 1.0,
+        "loss": 0.5,
+        "valid/pairwise_accuracy": float("nan"),
+        "resumed": True,
+        "valid/hr@10": 0.25,
+    }
+    write_scalars(w, row)
+    assert w.seen == {"loss": (0.5, 7), "valid/hr@10": (0.25, 7)}
