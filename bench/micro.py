@@ -9,6 +9,9 @@ At the packed ``bce1`` shapes (64 rows x 200 slots, width 128, one head; 25,600 
 - uniform negative ids: ``jax.random.randint`` against ``sample_uniform_negatives`` on threefry
   and on hashed words;
 - attention forward + backward: ``jax.nn.dot_product_attention`` against plain einsums;
+- a block's MLP half forward + backward (layer norm, 128 -> 128 -> 128 as in ``bce1``,
+  residual) with the shipped tanh GELU against the exact (erf) GELU, x sigmoid(1.702 x) and
+  ReLU, and without the norm (the most fusing it could save);
 - a 12,800 x 128 x 384 matmul in float32 and in bfloat16 (GFLOP/s).
 
 A benchmark, never a test; run it pinned on an idle machine.
@@ -80,6 +83,28 @@ def main() -> None:
             jax.grad(lambda q, k, v, att=att: jnp.sum(att(q, k, v, mask=mask) ** 2), (0, 1, 2))
         )
         print(f"attention fwd+bwd 64x200x128 ({name}): {_median_ms(grad, q, k, v):.1f} ms")
+
+    x = jax.random.normal(key, (R, L, D))
+    w_in = jax.random.normal(key, (D, D)) / np.sqrt(D)
+    w_out = jax.random.normal(key, (D, D)) / np.sqrt(D)
+    line = "MLP half fwd+bwd 64x200x128:"
+    for name, act in (
+        ("gelu tanh", jax.nn.gelu),
+        ("gelu erf", lambda h: jax.nn.gelu(h, approximate=False)),
+        ("x sigmoid(1.702x)", lambda h: h * jax.nn.sigmoid(1.702 * h)),
+        ("relu", jax.nn.relu),
+        ("gelu tanh without the norm", None),
+    ):
+
+        def mlp(x, w_in, w_out, act=act):
+            if act is None:  # what the norm costs: the most a fused norm could save
+                return jnp.sum((x + jax.nn.gelu(x @ w_in) @ w_out) ** 2)
+            h = (x - x.mean(-1, keepdims=True)) * jax.lax.rsqrt(x.var(-1, keepdims=True) + 1e-6)
+            return jnp.sum((x + act(h @ w_in) @ w_out) ** 2)
+
+        grad = jax.jit(jax.grad(mlp, (0, 1, 2)))
+        line += f" {name} {_median_ms(grad, x, w_in, w_out):.1f} ms,"
+    print(line.rstrip(","))
 
     a = jax.random.normal(key, (12_800, 128))
     b = jax.random.normal(key, (128, 384))
