@@ -159,6 +159,9 @@ def get_config() -> ConfigDict:
     c.optim = ConfigDict()
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 100
+    # After the warm-up: "cosine" decays to a tenth of the rate at the budget's end, "constant"
+    # holds it (an open-ended run, early stopping alone ending it).
+    c.optim.schedule = "cosine"
     c.optim.weight_decay = 0.01
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
@@ -232,6 +235,7 @@ ABSENT_MEANS: dict[str, Any] = {
     "model.appeal_pool": False,
     "model.catalog_repeats": False,
     "optim.catalog_repeat_lr_multiplier": 1.0,
+    "optim.schedule": "cosine",
     "optim.appeal_pool_lr_multiplier": 10.0,  # steps nothing without the pool
     "loss.full_softmax_weight": 0.0,
     "loss.sampled_weight": 1.0,

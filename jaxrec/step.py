@@ -21,6 +21,10 @@ from jaxrec.checks import positive_int
 from jaxrec.data.sequences import Roles
 from jaxrec.model import SequenceModel
 
+# optim.schedule: warm-up, then a cosine decay to a tenth of the rate at the budget's end, or
+# the rate held.
+SCHEDULES = ("cosine", "constant")
+
 # Weight decay by parameter name (a module attribute or a leaf of its path); a name on no list
 # is an error, so a new parameter cannot be decayed, or spared, by default. First match wins.
 NOT_DECAYED = (
@@ -96,6 +100,8 @@ def validate_step_config(optim_cfg: Any, train_cfg: Any) -> None:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {optim_cfg[name]}")
     if float(optim_cfg.learning_rate) <= 0:
         raise ValueError(f"config.optim.learning_rate: must be > 0, got {optim_cfg.learning_rate}")
+    if optim_cfg.schedule not in SCHEDULES:
+        raise ValueError(f"config.optim.schedule: one of {SCHEDULES}, got {optim_cfg.schedule!r}")
 
 
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
@@ -106,13 +112,16 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     appeal pool's T + 2 weights. An item appears
     in few batches, and Adam moves a parameter by about the learning rate per appearance, so at
     the transformer's rate a bias barely leaves its initial value in a run."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        float(cfg.learning_rate),
-        min(int(cfg.warmup_steps), max(total_steps - 1, 1)),
-        max(total_steps, 2),
-        end_value=0.1 * float(cfg.learning_rate),
-    )
+    rate, warmup = float(cfg.learning_rate), min(int(cfg.warmup_steps), max(total_steps - 1, 1))
+    if cfg.schedule == "constant":
+        schedule = optax.join_schedules(
+            [optax.linear_schedule(0.0, rate, max(warmup, 1)), optax.constant_schedule(rate)],
+            [max(warmup, 1)],
+        )
+    else:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, rate, warmup, max(total_steps, 2), end_value=0.1 * rate
+        )
     decay_embeddings = bool(cfg.decay_embeddings)
     decay_mask = lambda params: weight_decay_mask(params, decay_embeddings)
     parts = [

@@ -170,6 +170,41 @@ def test_bias_lr_multipliers_scale_only_their_bias_steps():
     assert float(upd["appeal_repeat"][0, 0]) == pytest.approx(0.5 * base)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_schedule_warms_up_then_decays_or_holds(schedule):
+    """SGD-like steps of one parameter (Adam's first step of a unit gradient is the rate):
+    both warm up linearly over 4 steps; the cosine decays to a tenth at the budget's end, the
+    constant holds the rate."""
+    cfg = optim_config(
+        learning_rate=0.1, warmup_steps=4, weight_decay=0.0, grad_clip=1e9, schedule=schedule
+    )
+    opt = make_optimizer(cfg, 20)
+    params = {"mlp": {"kernel": jnp.zeros(())}}
+    grads = {"mlp": {"kernel": jnp.ones(())}}
+    state, rates = opt.init(params), []
+    for _ in range(20):
+        upd, state = opt.update(grads, state, params)
+        rates.append(-float(upd["mlp"]["kernel"]))
+    np.testing.assert_allclose(rates[:5], [0.0, 0.025, 0.05, 0.075, 0.1], rtol=1e-3, atol=1e-6)
+    if schedule == "constant":
+        np.testing.assert_allclose(rates[4:], 0.1, rtol=1e-3)
+    else:
+        assert rates[4] > rates[12] > rates[19] > 0.01
+        assert rates[19] == pytest.approx(
+            0.1 * (0.1 + 0.9 * (1 + math.cos(math.pi * 15 / 16)) / 2), rel=1e-2
+        )
+
+
+def test_a_misspelt_schedule_is_refused_before_data_is_read():
+    from jaxrec.config import validate_config
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config()
+    cfg.optim.schedule = "cosin"
+    with pytest.raises(ValueError, match=r"config.optim.schedule: one of \('cosine', 'constant'\)"):
+        validate_config(cfg)
+
+
 # The catalog repeat term's training targets (``batch_loss.catalog_repeat_targets``) by hand.
 
 
