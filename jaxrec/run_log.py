@@ -65,7 +65,7 @@ def open_tensorboard(cfg: Any, workdir: Path, purge_step: int | None):
 def write_scalars(writer, row: dict[str, Any]) -> None:
     """Writes a row's numbers. A NaN is a metric the data cannot give (pairwise accuracy
     without a liked and a disliked item in a window): left out of TensorBoard, which would
-    otherwise warn at every row, and kept as null in ``metrics.jsonl``."""
+    otherwise warn at every row; ``metrics.jsonl`` keeps it (as NaN)."""
     for key, value in row.items():
         if key in ("step", "wall") or isinstance(value, bool):
             continue
