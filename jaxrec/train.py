@@ -8,6 +8,7 @@ the test of the selected model, baselines, and ``evaluate`` (``jaxrec eval``).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -327,11 +328,20 @@ def _test_and_report(
 
 
 def _format_table(title: str, metrics: dict[str, float]) -> str:
-    width = max(len(k) for k in metrics)
+    """One metric a line; the metrics the data cannot give (NaN) named once at the end."""
+    undefined = [k for k, v in metrics.items() if isinstance(v, float) and math.isnan(v)]
+    shown = {k: v for k, v in metrics.items() if k not in undefined}
+    width = max((len(k) for k in shown), default=10)
     lines = [title, "-" * (width + 12)]
-    for k, v in metrics.items():
+    for k, v in shown.items():
         lines.append(
             f"{k:<{width}}  {v:>10.4f}" if isinstance(v, float) else f"{k:<{width}}  {v:>10}"
+        )
+    if undefined:
+        lines.append(
+            f"not defined on this data (NaN in the JSON): {', '.join(undefined)}; pairwise "
+            "metrics need a liked and a disliked item in one window, neg_* a disliked one "
+            "(config.feedback.negative, config.data.window)"
         )
     return "\n".join(lines)
 

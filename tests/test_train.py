@@ -573,3 +573,18 @@ def test_tensorboard_leaves_out_a_metric_the_data_cannot_give():
     }
     write_scalars(w, row)
     assert w.seen == {"loss": (0.5, 7), "valid/hr@10": (0.25, 7)}
+
+
+def test_the_metrics_table_names_the_undefined_ones_once():
+    from jaxrec.train import _format_table
+
+    text = _format_table(
+        "test metrics",
+        {"pairwise_accuracy": float("nan"), "pairs": 0, "hr@10": 0.25, "auc": float("nan")},
+    )
+    lines = text.splitlines()
+    assert lines[0] == "test metrics" and not any("nan" in line for line in lines)
+    assert [line.split()[0] for line in lines[2:4]] == ["pairs", "hr@10"]
+    assert lines[-1].startswith(
+        "not defined on this data (NaN in the JSON): pairwise_accuracy, auc;"
+    )
