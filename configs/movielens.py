@@ -38,7 +38,8 @@ def get_config():
     c.data.window = 1
     # Width 64 (the quickstart's), max_len 50, dropout 0.2, learning rate 2e-3 and the cosine
     # schedule were each checked against other values on a held-out part of the data too;
-    # none lost on validation across both (docs/results/README.md, "The last catalog defaults").
+    # no other value won on validation on both (docs/results/README.md, "The last catalog
+    # defaults").
     c.data.max_len = 50
     c.feedback.input = ("thumbs_up", "neutral", "thumbs_down")
     c.feedback.positive = ("thumbs_up",)  # what evaluation ranks
