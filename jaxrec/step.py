@@ -114,10 +114,8 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     the transformer's rate a bias barely leaves its initial value in a run."""
     rate, warmup = float(cfg.learning_rate), min(int(cfg.warmup_steps), max(total_steps - 1, 1))
     if cfg.schedule == "constant":
-        schedule = optax.join_schedules(
-            [optax.linear_schedule(0.0, rate, max(warmup, 1)), optax.constant_schedule(rate)],
-            [max(warmup, 1)],
-        )
+        # At least one warm-up step: optax 0.2.8's schedule with none stays at 0.
+        schedule = optax.warmup_constant_schedule(0.0, rate, max(warmup, 1))
     else:
         schedule = optax.warmup_cosine_decay_schedule(
             0.0, rate, warmup, max(total_steps, 2), end_value=0.1 * rate
