@@ -1,6 +1,7 @@
 """The model against each run's best baseline, with test windows pooled over runs (seeds).
 
-    python -m bench.pooled_comparison WORKDIR [WORKDIR ...] [--baselines-of RUN ...]
+    python -m bench.pooled_comparison WORKDIR [WORKDIR ...] [--without NAME[,NAME]]
+        [--baselines-of RUN ...]
 
 Reads each run's ``eval_test.json``, ``baselines_test.json`` and ``windows_test.npz``; for
 pairwise accuracy, HR@10 and NDCG@10 prints the mean over runs of the model and of each run's
@@ -12,6 +13,8 @@ prints the mean ceilings.
 ``--baselines-of RUN``: also count the baselines of other runs on the same windows (e.g. a run
 with other ``feedback.target``, whose baselines learnt from other events) as candidates for
 the best, named ``baseline@RUN``; each such run must have the windows of every WORKDIR.
+``--without NAME,...``: leave those baselines out of the candidates (e.g. the model against the
+best of the others, as a baseline was added later).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def _with_baselines_of(
 
 
 def main(argv: list[str]) -> None:
+    without: set[str] = set()
+    if "--without" in argv:
+        i = argv.index("--without")
+        without = set(argv[i + 1].split(","))
+        argv = argv[:i] + argv[i + 2 :]
     workdirs, others = argv, []
     if "--baselines-of" in argv:
         i = argv.index("--baselines-of")
@@ -57,6 +65,9 @@ def main(argv: list[str]) -> None:
     bases = [json.loads((r / "baselines_test.json").read_text()) for r in runs]
     windows = [paired.load(r / "windows_test.npz") for r in runs]
     bases, windows = _with_baselines_of([Path(o) for o in others], bases, windows)
+    for b, w in zip(bases, windows, strict=True):
+        for name in without & set(b):
+            del b[name], w[name]
     for metric in METRICS:
         c, names = paired.against_best(list(zip(windows, bases, strict=True)), metric)
         ours = np.mean([t[metric] for t in tests])

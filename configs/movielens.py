@@ -47,6 +47,7 @@ def get_config():
     # be an explicit negative, so thumbs-downs are inputs and targets only.
     c.feedback.target = ("thumbs_up", "neutral", "thumbs_down")
     c.feedback.negative = ()
+    c.feedback.codes = {"thumbs_up": 1.0, "neutral": 0.0, "thumbs_down": -1.0}
     c.model.dropout = 0.2
     c.train.batch_size = 64
     # 37 steps per epoch on ML-100k (about 2,000 steps); a larger log gets proportionally

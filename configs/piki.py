@@ -31,6 +31,7 @@ def get_config():
     c.feedback.input = ("superlike", "like", "dislike")
     c.feedback.positive = ("superlike", "like")
     c.feedback.negative = ("dislike",)
+    c.feedback.codes = {"superlike": 1.0, "like": 0.5, "dislike": -1.0}
     c.model.width = 32
     c.loss.num_random_negatives = 32
     c.train.batch_size = 16

@@ -14,6 +14,7 @@ from jaxrec.data import load_events, pipeline, simulator
 from jaxrec.data.counts import (
     TrainingCounts,
     fit_item_appeal,
+    fit_taste_factors,
     positive_rate_V,
 )
 from jaxrec.data.events import Events
@@ -28,6 +29,7 @@ from jaxrec.data.sequences import (
     split_events,
     subsample_negatives,
 )
+from jaxrec.eval.baselines import taste_weights
 from jaxrec.model import ITEM_BIAS_INITS, SequenceModel
 
 
@@ -174,4 +176,26 @@ def create_model(cfg: Any, data: Data, seed: int) -> SequenceModel:
             t = len(w_2T) // 2
             rep = model.appeal_repeat
             rep[...] = rep[...].at[:, 1 : t + 1].set(jnp.asarray(w_2T.reshape(2, t), jnp.float32))
+        if model.appeal_taste is not None:
+            _set_taste(model, counts, data.valid)
     return model
+
+
+def _set_taste(model: SequenceModel, counts: TrainingCounts, valid: EvalSet) -> None:
+    """The taste term's fixed parts from the training part: item factors and offsets (ALS of
+    every listener's coded reactions, as the item_appeal_taste baseline) and each feedback
+    token's code (index 0, padding, and the extra tokens: 0); its weight and ridge as that
+    baseline chooses them on the validation windows (kept at the model's start when they have
+    no pair)."""
+    rank = model.taste_table.shape[1] - 1
+    q_VxR, b_V = fit_taste_factors(counts, rank)
+    fitted = np.concatenate([q_VxR, b_V[:, None]], axis=1).astype(np.float32)
+    table = model.taste_table
+    table[...] = table[...].at[: fitted.shape[0]].set(jnp.asarray(fitted))
+    codes = model.taste_codes
+    t = len(counts.codes_T)
+    codes[...] = codes[...].at[1 : t + 1].set(jnp.asarray(counts.codes_T, jnp.float32))
+    chosen = taste_weights(counts, (q_VxR, b_V), valid)
+    if chosen is not None:
+        start = [chosen["gamma"], np.log(chosen["ridge"])]
+        model.appeal_taste[...] = jnp.asarray(start, jnp.float32)

@@ -79,6 +79,11 @@ def get_config() -> ConfigDict:
     # Evaluation still ranks the positives: e.g. learn from every rating, rank the liked ones.
     c.feedback.target = ()
     c.feedback.negative_weights = ConfigDict()  # e.g. {"thumbs_down": 2.0}; unnamed types: 1.0
+    # How much each type says the listener likes the song, in [-1, 1], for the taste fit of
+    # the item_appeal_taste baseline and model.appeal_taste, e.g. {"like": 1.0, "view": 0.2}.
+    # Unnamed types: the radio vocabulary's (thumbs_up 1, play 0.33, skip -0.33, thumbs_down
+    # -1), else +1 positive, -1 negative, 0 otherwise.
+    c.feedback.codes = ConfigDict()
 
     c.model = ConfigDict()
     c.model.width = 64
@@ -111,6 +116,11 @@ def get_config() -> ConfigDict:
     # that reaction, dotted with the song's: appeal from the songs near it (item-kNN; ignored
     # without the head).
     c.model.appeal_pool = True
+    # And the listener's taste: a ridge regression of the history's reaction codes
+    # (feedback.codes) on item factors fitted to every training listener's reactions, as the
+    # item_appeal_taste baseline (ignored without the head). taste_rank: the factors' width.
+    c.model.appeal_taste = True
+    c.model.taste_rank = 16
     # The catalog score reads the listener's earlier reactions to the item itself, with weights
     # per feedback type learned by the catalog loss (a thumbs-down can sink that one song),
     # with the counterfactual term below teaching what a rejection does.
@@ -166,6 +176,11 @@ def get_config() -> ConfigDict:
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
     c.optim.appeal_repeat_lr_multiplier = 1.0  # and for its repeat weights
+    # The taste term's weight and ridge: held where validation put them (0). The item factors
+    # were fitted on the training windows, so there the taste looks surer than it is; learnt on
+    # them, the ridge fell from 3 to 0.45 and test pairs from 0.8035 to 0.7932 (quickstart,
+    # seed 0; docs/results/README.md).
+    c.optim.appeal_taste_lr_multiplier = 0.0
     c.optim.appeal_pool_lr_multiplier = 10.0  # and for its pool weights (model.appeal_pool)
     # The catalog repeat term's 2 x (T + 2) weights: at the transformer's rate they could move
     # about 1 in a run (lr x steps), too little for a thumbs-down to sink a song.
@@ -237,16 +252,24 @@ ABSENT_MEANS: dict[str, Any] = {
     "optim.catalog_repeat_lr_multiplier": 1.0,
     "optim.schedule": "cosine",
     "optim.appeal_pool_lr_multiplier": 10.0,  # steps nothing without the pool
+    "optim.appeal_taste_lr_multiplier": 10.0,  # steps nothing without the taste term
     "loss.full_softmax_weight": 0.0,
     "loss.sampled_weight": 1.0,
     "loss.appeal_weight": 0.0,
     "loss.counterfactual_weight": 0.0,
     "data.contrast_window": 0,
+    "feedback.codes": ConfigDict(),
+    "model.appeal_taste": False,
     "model.random_bits": "threefry",
     "loss.random_bits": "threefry",
 }
 # Groups whose keys are the user's own names (adapter options, feedback types), not fields.
-FREE_FORM = ("data.options", "feedback.negative_weights", "data.simulator.feedback_proportions")
+FREE_FORM = (
+    "data.options",
+    "feedback.negative_weights",
+    "feedback.codes",
+    "data.simulator.feedback_proportions",
+)
 
 
 def complete(cfg: ConfigDict, *, saved: bool = False) -> ConfigDict:

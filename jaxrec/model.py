@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxrec.checks import boolean, positive_int
@@ -29,6 +30,9 @@ LOGICAL_AXES = (VOCAB, EMBED, HIDDEN)
 AxisRules = tuple[tuple[str, str | None], ...]
 FEEDBACK_GATES = ("none", "sigmoid", "signed")
 ITEM_BIAS_INITS = ("zeros", "positive_rate")  # model.item_bias_init (applied by the trainer)
+# model.appeal_taste's weight and ridge where validation cannot choose them (no pairs): what
+# the item_appeal_taste baseline chose on the quickstart's validation windows.
+TASTE_GAMMA, TASTE_RIDGE = 2.0, 3.0
 
 
 def validate_model_config(cfg: Any) -> None:
@@ -57,8 +61,10 @@ def validate_model_config(cfg: Any) -> None:
         "appeal_repeats",
         "catalog_repeats",
         "appeal_pool",
+        "appeal_taste",
     ):
         boolean(cfg[name], f"model.{name}")
+    positive_int(cfg.taste_rank, "model.taste_rank")
 
 
 def _sharded(init, names: tuple[str | None, ...], rules: AxisRules):
@@ -317,6 +323,22 @@ class SequenceModel(nnx.Module):
         self.appeal_pool = nnx.data(None)
         if cfg.appeal_head and cfg.appeal_pool:
             self.appeal_pool = nnx.Param(jnp.zeros((num_feedback_types + 2,), jnp.float32))
+        # Optional taste term of the appeal head: at each slot, the listener's taste beta is a
+        # ridge regression of the history's reaction codes (less each item's offset) on fixed
+        # item factors, and song i's appeal gains q_i . beta (the item_appeal_taste baseline's
+        # form). Factors, offsets and codes are set from a fit of the training part
+        # (jaxrec.assembly) and read with the gradient stopped; the scale gamma and the ridge
+        # (log lambda) are chosen on validation, and learn only if optim.appeal_taste_lr_multiplier
+        # says so (by default they do not: the factors were fitted on the training windows).
+        self.taste_table = nnx.data(None)  # [rows, R + 1]: factors, then the item offset
+        self.taste_codes = nnx.data(None)  # [T + 2]: the code of each feedback token
+        self.appeal_taste = nnx.data(None)  # (gamma, log lambda)
+        if cfg.appeal_head and cfg.appeal_taste:
+            rank = int(cfg.taste_rank)
+            self.taste_table = nnx.Param(jnp.zeros((rows, rank + 1), jnp.float32))
+            self.taste_codes = nnx.Param(jnp.zeros((num_feedback_types + 2,), jnp.float32))
+            start = [TASTE_GAMMA, np.log(TASTE_RIDGE)]
+            self.appeal_taste = nnx.Param(jnp.array(start, jnp.float32))
         self.embed_dropout = Dropout(float(cfg.dropout), cfg.random_bits)
         # Listener sequences (data.sequence = "listener"): each layer and head adds a learned
         # logit to the attention paid to tokens of the query's own context (station), so one
@@ -438,9 +460,13 @@ class SequenceModel(nnx.Module):
                 bias = same_BxLxL[:, None] * self.context_bias[...][i][None, :, None, None]
             x = block(x, mask, rngs, deterministic, bias)
         hidden = self.final_norm(x).astype(jnp.float32)
-        if self.appeal_pool is not None:  # more channels, read by appeal_query only
+        # More channels, read by appeal_query only: the appeal pool's, then the taste term's.
+        if self.appeal_pool is not None:
             pool = self.pooled_reactions(self.appeal_pool[...], items_BxL, feedback_BxL, segment)
             hidden = jnp.concatenate([hidden, pool], axis=-1)
+        if self.appeal_taste is not None:
+            taste = self.history_taste(items_BxL, feedback_BxL, segment)
+            hidden = jnp.concatenate([hidden, taste], axis=-1)
         if unpack_BxL is None:
             return hidden
         d = hidden.shape[-1]
@@ -469,6 +495,31 @@ class SequenceModel(nnx.Module):
         emb_BxLxD = self.pool_table(self._output_table()(items_BxL))
         return jnp.einsum("bql,bld->bqd", coef_BxQxL, emb_BxLxD)
 
+    def history_taste(
+        self, items_BxL: jax.Array, feedback_BxL: jax.Array, segment_BxL: jax.Array | None = None
+    ) -> jax.Array:
+        """``[B, L, R]``: gamma x the taste beta each slot reads (causal; its own segment's
+        only when ``segment_BxL`` is given): the ridge regression (lambda; the intercept, the
+        listener's mood, unpenalised) of the tokens' codes less their items' offsets on their
+        items' factors."""
+        table = jax.lax.stop_gradient(self.taste_table[...])
+        codes = jax.lax.stop_gradient(self.taste_codes[...])
+        gamma, log_lam = self.appeal_taste[...][0], self.appeal_taste[...][1]
+        length, rank = items_BxL.shape[1], table.shape[1] - 1
+        real_BxL = (items_BxL > 0).astype(jnp.float32)
+        rows_BxLxA = table[items_BxL]
+        x_BxLxA = jnp.concatenate([rows_BxLxA[..., :rank], jnp.ones_like(real_BxL)[..., None]], -1)
+        x_BxLxA = x_BxLxA * real_BxL[..., None]
+        code_BxL = (codes[feedback_BxL] - rows_BxLxA[..., rank]) * real_BxL
+        reads_BxQxL = jnp.tril(jnp.ones((length, length)))[None]
+        if segment_BxL is not None:
+            reads_BxQxL = reads_BxQxL * (segment_BxL[:, :, None] == segment_BxL[:, None, :])
+        gram = jnp.einsum("bql,bla,blc->bqac", reads_BxQxL, x_BxLxA, x_BxLxA)
+        rhs = jnp.einsum("bql,bla,bl->bqa", reads_BxQxL, x_BxLxA, code_BxL)
+        ridge_A = jnp.concatenate([jnp.full((rank,), jnp.exp(log_lam)), jnp.full((1,), 1e-3)])
+        beta = jnp.linalg.solve(gram + jnp.diag(ridge_A), rhs[..., None])[..., 0]
+        return gamma * beta[..., :rank]
+
     def _output_table(self) -> nnx.Embed:
         return self.output_embed if self.output_embed is not None else self.item_embed
 
@@ -496,9 +547,8 @@ class SequenceModel(nnx.Module):
         lead, against the pool's item vectors: (p, q_a, 1, c) . (e_i, f_i, a_i, 1)."""
         proj = self.appeal_proj(hidden_BxLxD[..., : self.width])
         ones = jnp.ones((*proj.shape[:-1], 1), proj.dtype)
-        parts = [proj[..., :-1], ones, proj[..., -1:]]
-        if self.appeal_pool is not None:
-            parts.insert(0, hidden_BxLxD[..., self.width :])
+        # The pool's and the taste term's channels (encode) lead, as their rows do in the table.
+        parts = [hidden_BxLxD[..., self.width :], proj[..., :-1], ones, proj[..., -1:]]
         return jnp.concatenate(parts, axis=-1)
 
     def appeal_table(self) -> jax.Array:
@@ -512,6 +562,10 @@ class SequenceModel(nnx.Module):
             parts.insert(0, self.appeal_embed.embedding[: self.num_items + 1])
         elif self.appeal_personal:
             parts.insert(0, output_VxD)
+        if self.appeal_taste is not None:
+            rank = self.taste_table.shape[1] - 1
+            table = jax.lax.stop_gradient(self.taste_table[...])
+            parts.insert(0, table[: self.num_items + 1, :rank])
         if self.appeal_pool is not None:
             parts.insert(0, self.pool_table()[: self.num_items + 1])
         return jnp.concatenate(parts, axis=1)

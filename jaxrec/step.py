@@ -34,6 +34,9 @@ NOT_DECAYED = (
     "appeal_repeat",
     "catalog_repeat",
     "appeal_pool",
+    "appeal_taste",
+    "taste_table",  # set from a fit and read with the gradient stopped: never moves
+    "taste_codes",
     "appeal_bias",
     "item_bias",
     "feedback_gate",
@@ -95,6 +98,7 @@ def validate_step_config(optim_cfg: Any, train_cfg: Any) -> None:
         "appeal_repeat_lr_multiplier",
         "catalog_repeat_lr_multiplier",
         "appeal_pool_lr_multiplier",
+        "appeal_taste_lr_multiplier",
     ):
         if float(optim_cfg[name]) < 0:
             raise ValueError(f"config.optim.{name}: must be >= 0, got {optim_cfg[name]}")
@@ -134,6 +138,7 @@ def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         ("appeal_repeat", "appeal_repeat_lr_multiplier"),
         ("catalog_repeat", "catalog_repeat_lr_multiplier"),
         ("appeal_pool", "appeal_pool_lr_multiplier"),
+        ("appeal_taste", "appeal_taste_lr_multiplier"),
     ):
         multiplier = float(cfg[field])
         if multiplier != 1.0:

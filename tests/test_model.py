@@ -492,3 +492,86 @@ def test_model_without_context_bias_ignores_contexts():
 
 if __name__ == "__main__":
     print(_golden_source())
+
+
+# The appeal head's taste term (``model.appeal_taste``): what each slot reads, the appeal
+# score it adds, and where its gradient goes.
+
+
+def _taste_model(gamma: float = 1.5, ridge: float = 2.0) -> SequenceModel:
+    model = tiny_model("", None, appeal_head=True, appeal_taste=True, taste_rank=3)
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=model.taste_table.shape)
+    table[0] = 0.0
+    model.taste_table[...] = jnp.asarray(table, jnp.float32)
+    model.taste_codes[...] = jnp.asarray([0.0, 1.0, 0.33, -0.33, -1.0, 0.0])
+    model.appeal_taste[...] = jnp.asarray([gamma, math.log(ridge)])
+    return model
+
+
+def test_the_taste_by_hand_is_the_baselines_ridge_of_each_prefix():
+    from jaxrec.eval import baselines
+
+    model = _taste_model()
+    table = np.asarray(model.taste_table[...], np.float64)
+    codes = np.asarray(model.taste_codes[...], np.float64)[1:5]
+    got = np.asarray(model.history_taste(POOL_ITEMS, POOL_FEEDBACK))[0]
+    items, fb = np.asarray(POOL_ITEMS), np.asarray(POOL_FEEDBACK)
+    for slot in range(1, items.shape[1]):
+        prefix = (slice(None), slice(0, slot + 1))
+        want = baselines.history_taste(
+            table[:, :3], table[:, 3], codes, items[prefix], fb[prefix], 2.0
+        )
+        np.testing.assert_allclose(got[slot], 1.5 * want[0], rtol=1e-3, atol=1e-4)
+    # Within packed rows a slot reads only its own example.
+    segment = jnp.asarray([[1, 1, 1, 2, 2]], jnp.int32)
+    cut = np.asarray(model.history_taste(POOL_ITEMS, POOL_FEEDBACK, segment))[0]
+    np.testing.assert_allclose(cut[:3], got[:3], rtol=1e-5, atol=1e-6)
+    alone = np.asarray(model.history_taste(POOL_ITEMS[:, 3:], POOL_FEEDBACK[:, 3:]))[0]
+    np.testing.assert_allclose(cut[3:], alone, rtol=1e-3, atol=1e-4)
+
+
+def test_the_appeal_score_gains_the_taste_and_the_catalog_nothing():
+    off, on = _taste_model(gamma=0.0), _taste_model()
+    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
+    hid_off = inference.user_hidden(off, POOL_ITEMS, POOL_FEEDBACK)
+    hid_on = inference.user_hidden(on, POOL_ITEMS, POOL_FEEDBACK)
+    delta = np.asarray(
+        inference.appeal_scores(on, hid_on, cand, POOL_ITEMS, POOL_FEEDBACK)
+        - inference.appeal_scores(off, hid_off, cand, POOL_ITEMS, POOL_FEEDBACK)
+    )
+    taste = np.asarray(on.history_taste(POOL_ITEMS, POOL_FEEDBACK))[0, -1]
+    table = np.asarray(on.taste_table[...])
+    np.testing.assert_allclose(delta[0], table[[3, 7, 11], :3] @ taste, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(
+        np.asarray(on.catalog_query(hid_on)), np.asarray(off.catalog_query(hid_off))
+    )
+
+
+def test_only_the_taste_weight_and_ridge_learn_through_the_taste():
+    model = _taste_model()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
+
+    def score(p):
+        m = nnx.merge(graphdef, p, rest)
+        hidden = inference.user_hidden(m, POOL_ITEMS, POOL_FEEDBACK)
+        return jnp.sum(inference.appeal_scores(m, hidden, cand, POOL_ITEMS, POOL_FEEDBACK))
+
+    grads = jax.jit(jax.grad(score))(params)
+    assert np.abs(np.asarray(grads["appeal_taste"][...])).min() > 0  # both
+    assert np.abs(np.asarray(grads["taste_table"][...])).sum() == 0
+    assert np.abs(np.asarray(grads["taste_codes"][...])).sum() == 0
+
+
+def test_the_taste_is_checked_and_ignored_without_the_head():
+    cfg = tiny_config()
+    cfg.model.appeal_taste = True
+    validate_config(cfg)
+    with nnx.use_eager_sharding(False):
+        model = SequenceModel(cfg.model, 30, 4, int(cfg.data.max_len), nnx.Rngs(params=0))
+    assert model.appeal_taste is None
+    assert inference.user_hidden(model, POOL_ITEMS, POOL_FEEDBACK).shape[-1] == model.width
+    cfg.model.taste_rank = 0
+    with pytest.raises(ValueError, match="model.taste_rank"):
+        validate_config(cfg)

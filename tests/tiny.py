@@ -41,8 +41,10 @@ def tiny_config() -> ConfigDict:
     # rest of the suite runs the plain head.
     c.model.catalog_repeats = False
     c.loss.counterfactual_weight = 0.0
-    # The same for the shipped appeal pool and full softmax: the suite's losses are sampled.
+    # The same for the shipped appeal pool and taste term and the full softmax: the suite's
+    # losses are sampled.
     c.model.appeal_pool = False
+    c.model.appeal_taste = False
     c.loss.full_softmax_weight, c.loss.sampled_weight = 0.0, 1.0
     c.loss.num_random_negatives = 16
     c.optim.warmup_steps = 5
@@ -73,6 +75,7 @@ def model_config(**fields) -> ConfigDict:
         appeal_personal=True,
         appeal_repeats=False,
         appeal_pool=False,
+        appeal_taste=False,
         catalog_repeats=False,
     )
     c.update(fields)

@@ -30,7 +30,8 @@ def validate_feedback_config(feedback_cfg: Any, types: tuple[str, ...]) -> None:
             f"config.feedback.negative_weights: {bad} are unknown types or negative weights; "
             f"known types: {list(types)}"
         )
-    Roles.from_config(types, feedback_cfg)  # a type both positive (or target) and negative
+    # A type both positive (or target) and negative; codes of unknown types or out of range.
+    Roles.from_config(types, feedback_cfg)
 
 
 def validate_data_config(data_cfg: Any, feedback_cfg: Any) -> tuple[str, ...]:

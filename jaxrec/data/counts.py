@@ -5,6 +5,8 @@
 - :func:`positive_rate_V`: each item's smoothed share of positive feedback.
 - :func:`fit_item_appeal`: a ridge-penalised logistic regression of liked vs disliked on an item
   effect, a context effect and (optionally) the repeat features, by alternating Newton steps.
+- :func:`fit_item_factors`: item factors of each listener's coded reactions (ALS), what a
+  taste fitted on a history reads (the ``item_appeal_taste`` baseline, ``model.appeal_taste``).
 
 Numpy and scipy only: no model, loss, evaluation or training code.
 """
@@ -29,6 +31,11 @@ APPEAL_SWEEPS = 30
 # and forth without end (docs/results/README.md, the held-out like/hate check).
 MAX_NEWTON_STEP = 1.0
 REPEAT_LAMBDA = 1.0  # ridge on item_appeal_repeats' 2 T repeat weights
+# The taste factors' rank, ridge and ALS sweeps (fit_item_factors); chosen on the simulator's
+# validation windows at 3,000 and 30,000 listeners (docs/baselines.md, "item_appeal_taste").
+TASTE_RANK = 16
+TASTE_LAMBDA = 3.0
+TASTE_SWEEPS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,10 @@ class TrainingCounts:
     labelled: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     # [labelled, 2 T] repeat features of those events (:func:`repeat_features`)
     labelled_repeats: np.ndarray | None = None
+    # (item, listener, code) of every training input event: what the taste factors are
+    # fitted on (:func:`fit_taste_factors`); code from Roles.codes_T
+    coded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    codes_T: np.ndarray | None = None  # feedback-type index -> code
 
     @classmethod
     def from_split(cls, events: Events, roles: Roles, labels: np.ndarray) -> TrainingCounts:
@@ -61,6 +72,7 @@ class TrainingCounts:
             np.stack([events.context[train][tgt].astype(np.int64), item[tgt]]), axis=1
         )
         lab = pos | roles.negative_T[fb]
+        inp, codes_T = roles.input_T[fb], np.asarray(roles.codes_T, np.float64)
         _, ctx = np.unique(events.context[train][lab], return_inverse=True)
         repeats = repeat_features(
             events.context[train], item, fb, roles.input_T[fb], len(roles.input_T)
@@ -75,6 +87,8 @@ class TrainingCounts:
             target_T=np.asarray(roles.target_T, bool),
             labelled=(item[lab], ctx.astype(np.int64), pos[lab]),
             labelled_repeats=repeats[lab],
+            coded=(item[inp], events.user[train][inp].astype(np.int64), codes_T[fb[inp]]),
+            codes_T=codes_T,
         )
 
     def distinct_positive_items(
@@ -171,3 +185,66 @@ def fit_item_appeal(
             step = np.linalg.solve(hess, x.T @ (y - p) - REPEAT_LAMBDA * w)
             w += np.clip(step, -MAX_NEWTON_STEP, MAX_NEWTON_STEP)
     return g + a, w
+
+
+def fit_taste_factors(
+    counts: TrainingCounts, rank: int = TASTE_RANK
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_item_factors` on the training part's coded input events, by listener."""
+    if counts.coded is None or not len(counts.coded[0]):
+        return np.zeros((counts.num_items + 1, rank)), np.zeros(counts.num_items + 1)
+    return fit_item_factors(*counts.coded, counts.num_items, rank)
+
+
+def fit_item_factors(
+    item_E: np.ndarray,
+    owner_E: np.ndarray,
+    code_E: np.ndarray,
+    num_items: int,
+    rank: int = TASTE_RANK,
+    lam: float = TASTE_LAMBDA,
+    sweeps: int = TASTE_SWEEPS,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(``[V + 1, rank]`` item factors q, ``[V + 1]`` item offsets b) of ``code = b_item +
+    c_owner + p_owner . q_item``, fitted by alternating ridge regressions (ALS, penalty ``lam``
+    on p and q, 5 on the offsets) over training events: ``code_E`` from
+    ``config.feedback.codes`` (+1 liked ... -1 disliked), the owner a listener (or a context
+    where there are no listener ids). Row 0 (padding) and items without events stay 0. Each
+    half-sweep is exact: the Gram matrices are sparse owner x item counts times the other
+    side's outer products, so a sweep costs two sparse products and a batched
+    ``rank x rank`` solve, whatever the number of events."""
+    v = num_items + 1
+    _, owner = np.unique(owner_E, return_inverse=True)
+    n_own = int(owner.max()) + 1 if len(owner) else 0
+    item = np.asarray(item_E, np.int64)
+    y = np.asarray(code_E, np.float64)
+    ones = np.ones(len(item))
+    counts = scipy.sparse.csr_matrix((ones, (owner, item)), shape=(n_own, v))
+    sums = scipy.sparse.csr_matrix((y, (owner, item)), shape=(n_own, v))
+    rng = np.random.default_rng(seed)
+    p = 0.1 * rng.normal(size=(n_own, rank))
+    q = 0.1 * rng.normal(size=(v, rank))
+    b, c = np.zeros(v), np.zeros(n_own)
+    n_item = np.bincount(item, minlength=v)[:v].astype(np.float64)
+    n_owner = np.bincount(owner, minlength=n_own).astype(np.float64)
+    eye = np.eye(rank)
+
+    def side(cnt, resid_sum, other):
+        outer = np.einsum("nd,ne->nde", other, other).reshape(len(other), -1)
+        gram = np.asarray(cnt @ outer).reshape(-1, rank, rank) + lam * eye
+        return np.linalg.solve(gram, np.asarray(resid_sum @ other)[..., None])[..., 0]
+
+    for _ in range(sweeps):
+        pq = np.einsum("ed,ed->e", p[owner], q[item])
+        b = np.bincount(item, y - c[owner] - pq, v)[:v] / (n_item + 5.0)
+        c = np.bincount(owner, y - b[item] - pq, n_own) / (n_owner + 5.0)
+        # Residual sums per (owner, item) without the dot product: y - b - c.
+        resid = sums - counts.multiply(b[None, :]) - scipy.sparse.diags(c) @ counts
+        resid = scipy.sparse.csr_matrix(resid)
+        p = side(counts, resid, q)
+        q = side(counts.T.tocsr(), resid.T.tocsr(), p)
+    q[n_item == 0] = 0.0
+    q[0] = 0.0
+    b[0] = 0.0
+    return q, b

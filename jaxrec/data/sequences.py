@@ -53,10 +53,17 @@ class Roles:
     positive_T: np.ndarray
     negative_T: np.ndarray
     target_T: np.ndarray | None = None
+    # How much each type says the listener likes the song, for the taste fit
+    # (jaxrec.data.counts.fit_item_factors): feedback_codes(); +1 positive, -1 negative, 0
+    # otherwise when built by hand.
+    codes_T: np.ndarray | None = None
 
     def __post_init__(self):
         if self.target_T is None:
             object.__setattr__(self, "target_T", self.positive_T)
+        if self.codes_T is None:
+            codes = self.positive_T.astype(np.float64) - self.negative_T.astype(np.float64)
+            object.__setattr__(self, "codes_T", codes)
 
     @classmethod
     def from_config(cls, feedback_types: tuple[str, ...], cfg: Any) -> Roles:
@@ -81,15 +88,51 @@ class Roles:
         both = _in_both(feedback_types, masks["positive"], masks["negative"])
         if both:
             raise ValueError(f"config.feedback: {both} cannot be both positive and negative")
+        codes_T = feedback_codes(feedback_types, cfg, masks["positive"], masks["negative"])
         if not masks["target"].any():
-            return cls(masks["input"], masks["positive"], masks["negative"])
+            return cls(masks["input"], masks["positive"], masks["negative"], codes_T=codes_T)
         both = _in_both(feedback_types, masks["target"], masks["negative"])
         if both:
             raise ValueError(
                 f"config.feedback.target: {both} cannot be both a training target and an "
                 "explicit negative (config.feedback.negative)"
             )
-        return cls(masks["input"], masks["positive"], masks["negative"], masks["target"])
+        return cls(masks["input"], masks["positive"], masks["negative"], masks["target"], codes_T)
+
+
+# The radio vocabulary's codes, in the simulator's utility order (thumbs_up best): the default
+# of config.feedback.codes for a type of that name.
+RADIO_CODES = {"thumbs_up": 1.0, "play": 0.33, "skip": -0.33, "thumbs_down": -1.0}
+
+
+def feedback_codes(
+    feedback_types: tuple[str, ...], cfg: Any, positive_T: np.ndarray, negative_T: np.ndarray
+) -> np.ndarray:
+    """``[T]`` each type's code from ``config.feedback.codes`` (a mapping type -> number in
+    [-1, 1]); a type it does not name gets its :data:`RADIO_CODES` code (the radio vocabulary
+    every adapter can map onto), else +1 if positive, -1 if negative, 0 otherwise. Raises
+    ValueError naming an unknown type or a value that is not a number in [-1, 1]."""
+    named = dict(cfg["codes"]) if "codes" in cfg else {}
+    unknown = sorted(set(named) - set(feedback_types))
+    if unknown:
+        raise ValueError(
+            f"config.feedback.codes: unknown feedback type(s) {unknown}; this data has "
+            f"{list(feedback_types)}"
+        )
+    given = {t: c for t, c in RADIO_CODES.items() if t in feedback_types} | named
+    codes = positive_T.astype(np.float64) - negative_T.astype(np.float64)
+    for i, t in enumerate(feedback_types):
+        if t in given:
+            try:
+                value = float(given[t])
+            except (TypeError, ValueError):
+                value = np.nan
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(
+                    f"config.feedback.codes.{t}: a number in [-1, 1], got {given[t]!r}"
+                )
+            codes[i] = value
+    return codes
 
 
 def _in_both(types: tuple[str, ...], a_T: np.ndarray, b_T: np.ndarray) -> list[str]:

@@ -19,6 +19,13 @@ through the same evaluator as a trained model (same windows, pairs, coverage, ex
   log(1 + n_t) for the n_t earlier reactions of type t and one for the type of the newest
   (the same form as the appeal head's repeat term). Music repeats, and a song skipped or
   finished before tells a lot about the next time.
+- ``item_appeal_taste``: ``item_appeal_repeats`` plus ``gamma x q_i . beta``: the listener's
+  taste ``beta`` fitted on the history alone, a ridge regression (``lam``) of each history
+  reaction's code (``config.feedback.codes``, less the item's offset) on the item factors q of
+  the history's songs, the factors an ALS fit of all training listeners' coded reactions
+  (:func:`jaxrec.data.counts.fit_item_factors`). ``lam`` and ``gamma`` are chosen on the
+  validation windows' pairwise accuracy. The closed-form counterpart of the appeal head's
+  taste term (``model.appeal_taste``).
 - ``ease``: EASE (Steck 2019), a closed-form item-item ridge regression on the training
   contexts' positive items; scores the history's positive items through the learned weights.
 - ``ease_repeats``: EASE plus ``w+ x`` the number of positive and ``w- x`` the number of
@@ -41,13 +48,19 @@ from jaxrec.data.counts import (
     APPEAL_SWEEPS,
     TrainingCounts,
     fit_item_appeal,
+    fit_taste_factors,
     positive_rate_V,
 )
 from jaxrec.data.events import Events
-from jaxrec.data.sequences import Roles
+from jaxrec.data.sequences import EvalSet, Roles
+from jaxrec.eval.metrics import pairwise_accuracy
 from jaxrec.eval.names import BASELINES
 
 EASE_LAMBDA = 250.0
+# item_appeal_taste's grids, searched on validation (gamma at the middle ridge, then the ridge).
+TASTE_GAMMA_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+TASTE_RIDGE_GRID = (1.0, 3.0, 10.0, 30.0)
+TUNE_BATCH = 1024  # validation histories scored at once by taste_weights
 # ease_repeats' weight grids, searched on validation (positive count, then negative count).
 REPEAT_POSITIVE_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 REPEAT_NEGATIVE_GRID = (0.0, -0.003, -0.01, -0.03, -0.1, -0.3, -1.0)
@@ -56,7 +69,9 @@ EASE_MAX_ITEMS = 30_000  # a dense float64 inverse of 30k x 30k is 7 GB
 _TIE_BREAK = 1e-6
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
-Tuner = Callable[[Scorer], float]
+# tune(scorer, metric=None): the validation value of a candidate (higher is better), by
+# ``metric`` or the run's tuning metric; -inf where the windows cannot give it.
+Tuner = Callable[..., float]
 
 
 def history_repeats(items_BxL: np.ndarray, feedback_BxL: np.ndarray, num_rows: int, num_types: int):
@@ -234,6 +249,94 @@ def ease_repeats(counts: TrainingCounts, tune: Tuner, base: Scorer | None = None
     return scorer
 
 
+def history_taste(
+    factors_VxR: np.ndarray,
+    offsets_V: np.ndarray,
+    codes_T: np.ndarray,
+    items_BxL: np.ndarray,
+    feedback_BxL: np.ndarray,
+    lam: float,
+) -> np.ndarray:
+    """``[B, R]`` each history's taste: the ridge regression (``lam``; the intercept, the
+    listener's mood, unpenalised) of its reactions' codes less the items' offsets on the
+    items' factors."""
+    items = np.asarray(items_BxL)
+    real = (items > 0).astype(np.float64)[..., None]
+    r = factors_VxR.shape[1]
+    x = np.concatenate([factors_VxR[items], np.ones((*items.shape, 1))], -1) * real
+    code = codes_T[np.maximum(np.asarray(feedback_BxL) - 1, 0)] - offsets_V[items]
+    gram = np.einsum("bla,blc->bac", x, x) + np.diag([lam] * r + [1e-3])
+    rhs = np.einsum("bla,bl->ba", x, code * real[..., 0])
+    return np.linalg.solve(gram, rhs[..., None])[..., :r, 0]
+
+
+def with_taste(
+    counts: TrainingCounts,
+    base: Scorer,
+    factors: tuple[np.ndarray, np.ndarray],
+    lam: float,
+    gamma: float,
+) -> Scorer:
+    """``base`` plus ``gamma x`` each item's factors . the history's taste (ridge ``lam``)."""
+    q_VxR, b_V = factors
+
+    def score(items_BxL: np.ndarray, feedback_BxL: np.ndarray) -> np.ndarray:
+        taste = history_taste(q_VxR, b_V, counts.codes_T, items_BxL, feedback_BxL, lam)
+        out = np.array(base(items_BxL, feedback_BxL), np.float32)
+        return out + (gamma * taste @ q_VxR.T).astype(np.float32)
+
+    return score
+
+
+def item_appeal_taste(
+    counts: TrainingCounts,
+    tune: Tuner,
+    factors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Scorer:
+    """``item_appeal_repeats`` plus the history's taste through the item factors (``factors``,
+    else :func:`fit_taste_factors`), the weight ``gamma`` and ridge ``lam`` chosen by ``tune``
+    on validation pairwise accuracy (on windows without pairs, the run's tuning metric): gamma
+    first at the middle ridge, then the ridge."""
+    base = _memo(item_appeal_repeats(counts))
+    factors = fit_taste_factors(counts) if factors is None else factors
+    metric = "pairwise_accuracy"
+    if not np.isfinite(tune(with_taste(counts, base, factors, 3.0, 1.0), metric)):
+        metric = None
+    lam0 = TASTE_RIDGE_GRID[1]
+    gamma = max(
+        TASTE_GAMMA_GRID, key=lambda g: tune(with_taste(counts, base, factors, lam0, g), metric)
+    )
+    lam = max(
+        TASTE_RIDGE_GRID, key=lambda r: tune(with_taste(counts, base, factors, r, gamma), metric)
+    )
+    scorer = with_taste(counts, item_appeal_repeats(counts), factors, lam, gamma)
+    scorer.weights = {"gamma": gamma, "ridge": lam}  # type: ignore[attr-defined]
+    return scorer
+
+
+def taste_weights(
+    counts: TrainingCounts, factors: tuple[np.ndarray, np.ndarray], valid: EvalSet
+) -> dict[str, float] | None:
+    """``item_appeal_taste``'s ``{"gamma", "ridge"}`` for ``factors``, chosen on ``valid``'s
+    pairwise accuracy alone (no catalog ranking: what the appeal head's taste term starts
+    from); None when ``valid`` has no (liked, disliked) pair."""
+    cover = valid.covered_N
+    labels = valid.window_label_NxW[cover]
+    if not ((labels > 0).any(axis=1) & (labels < 0).any(axis=1)).any():
+        return None
+
+    def tune(scorer: Scorer, metric: str | None = None) -> float:
+        scores = np.zeros(valid.window_items_NxW.shape, np.float32)
+        for s in range(0, len(scores), TUNE_BATCH):
+            rows = slice(s, s + TUNE_BATCH)
+            out = scorer(valid.items_NxL[rows], valid.feedback_NxL[rows])
+            scores[rows] = np.take_along_axis(out, valid.window_items_NxW[rows], axis=1)
+        value = pairwise_accuracy(scores[cover], labels)["micro"]
+        return float(value) if np.isfinite(value) else -np.inf
+
+    return item_appeal_taste(counts, tune, factors).weights  # type: ignore[attr-defined]
+
+
 FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray], np.ndarray]]] = {
     "most_popular": most_popular,
     "positive_rate": positive_rate,
@@ -246,7 +349,10 @@ FITTERS: dict[str, Callable[[TrainingCounts], Callable[[np.ndarray, np.ndarray],
 
 # Baselines with weights chosen on validation: fitter(counts, tune) where tune(scorer) is
 # the validation value of a candidate scorer (higher is better).
-TUNED: dict[str, Callable[[TrainingCounts, Tuner], Scorer]] = {"ease_repeats": ease_repeats}
+TUNED: dict[str, Callable[[TrainingCounts, Tuner], Scorer]] = {
+    "ease_repeats": ease_repeats,
+    "item_appeal_taste": item_appeal_taste,
+}
 KNOWN = (*FITTERS, *TUNED)
 
 
@@ -295,8 +401,8 @@ def evaluate_baselines(
     ``tune_metric``. ``windows``, if given, receives ``{split: {baseline: per-window terms}}``
     (:meth:`Evaluator.windows`) for paired comparisons."""
 
-    def tune(scorer: Scorer) -> float:
-        value = evaluator.evaluate_scorer(scorer, tune_on)[tune_metric]
+    def tune(scorer: Scorer, metric: str | None = None) -> float:
+        value = evaluator.evaluate_scorer(scorer, tune_on)[metric or tune_metric]
         return -np.inf if not np.isfinite(value) else float(value)
 
     scorers = fit(

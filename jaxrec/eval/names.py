@@ -8,6 +8,7 @@ BASELINES = (
     "positive_rate",
     "item_appeal",
     "item_appeal_repeats",
+    "item_appeal_taste",
     "item_knn",
     "ease",
     "ease_repeats",

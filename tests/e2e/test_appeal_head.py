@@ -18,6 +18,7 @@ def appeal_run(tmp_path_factory):
     cfg.model.appeal_head = True
     cfg.model.appeal_repeats = True  # export and serving must carry the history term too
     cfg.model.appeal_pool = True  # and the reaction pool
+    cfg.model.appeal_taste = True  # and the taste term
     cfg.loss.appeal_weight = 1.0
     cfg.data.contrast_window = 3
     wd = tmp_path_factory.mktemp("appeal")
@@ -46,6 +47,7 @@ def test_the_export_serves_the_appeal_head_as_the_model_scores_it(appeal_run, tm
     assert rec.has_appeal
     model, data, _ = load_selected(cfg, wd)
     assert np.abs(np.asarray(model.appeal_pool[...])).max() > 0  # the pool is served too
+    assert np.abs(np.asarray(model.taste_table[...])).max() > 0  # and the taste term
     row = 0
     items, fb = data.test.items_NxL[row], data.test.feedback_NxL[row]
     history = [

@@ -1,5 +1,6 @@
 """Baselines checked by hand on a tiny table, and through the evaluator and the CLI."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,13 @@ from ml_collections import ConfigDict
 
 from jaxrec.assembly import prepare_data
 from jaxrec.data import events, simulator
-from jaxrec.data.counts import TrainingCounts, positive_rate_V, repeat_features
+from jaxrec.data.counts import (
+    TrainingCounts,
+    fit_item_factors,
+    fit_taste_factors,
+    positive_rate_V,
+    repeat_features,
+)
 from jaxrec.data.sequences import Roles
 from jaxrec.eval import baselines
 from jaxrec.eval.evaluator import Evaluator
@@ -318,3 +325,116 @@ def test_ease_repeats_counts_reactions_in_the_history_and_is_tuned_on_validation
     assert len(row) and (up[row, col] >= 1).all()
     with pytest.raises(ValueError, match="validation"):
         baselines.fit(counts, ("ease_repeats",))
+
+
+# item_appeal_taste: the item factors, the history's taste, the tuned weights.
+
+
+def test_item_factors_recover_a_planted_low_rank_structure():
+    """Every listener reacts to every item with b_i + c_u + p_u . q_i (rank 2, no noise, codes
+    in [-1, 1]): a ridge regression of each listener's codes on the fitted item factors
+    reproduces them to within 0.03, whatever the rotation of the factors."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 60, 25
+    p, q = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
+    b, c = rng.normal(size=n_items), 0.3 * rng.normal(size=n_users)
+    user, item = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    user, item = user.ravel(), item.ravel()
+    code = b[item] + c[user] + np.einsum("ed,ed->e", p[user], q[item])
+    code = code / np.abs(code).max()
+    q_fit, b_fit = fit_item_factors(item + 1, user, code, n_items, rank=2, lam=1e-3, sweeps=50)
+    assert q_fit.shape == (n_items + 1, 2) and b_fit.shape == (n_items + 1,)
+    assert not q_fit[0].any() and b_fit[0] == 0.0  # padding
+    # The fitted item side spans the planted one: regress each listener's codes on it.
+    x = np.concatenate([q_fit[item + 1], np.ones((len(item), 1))], axis=1)
+    resid = []
+    for u in range(n_users):
+        rows = user == u
+        target = code[rows] - b_fit[item[rows] + 1]
+        coef = np.linalg.lstsq(x[rows], target, rcond=None)[0]
+        resid.append(target - x[rows] @ coef)
+    # (The offsets' fixed ridge of 5 keeps it from being exact.)
+    assert np.abs(np.concatenate(resid)).max() < 0.03
+
+
+def test_item_factors_leave_items_without_events_at_zero():
+    q, b = fit_item_factors(np.array([1, 2, 1]), np.array([0, 0, 1]), np.array([1.0, -1.0, 1.0]), 4)
+    assert not q[3:].any() and not b[3:].any()
+
+
+def test_history_taste_is_the_ridge_regression_of_the_codes_by_hand():
+    rng = np.random.default_rng(1)
+    q_VxR, b_V = rng.normal(size=(9, 3)), rng.normal(size=9)
+    q_VxR[0], b_V[0] = 0.0, 0.0
+    codes_T = np.array([1.0, 0.33, -0.33, -1.0])
+    items = np.array([[0, 0, 4, 2, 7, 4], [3, 1, 8, 5, 6, 2]])
+    fb = np.array([[0, 0, 1, 4, 3, 2], [1, 1, 2, 4, 4, 3]])
+    lam = 2.0
+    got = baselines.history_taste(q_VxR, b_V, codes_T, items, fb, lam)
+    for row in range(2):
+        real = items[row] > 0
+        x = np.concatenate([q_VxR[items[row][real]], np.ones((real.sum(), 1))], axis=1)
+        y = codes_T[fb[row][real] - 1] - b_V[items[row][real]]
+        ridge = np.diag([lam] * 3 + [1e-3])
+        want = np.linalg.solve(x.T @ x + ridge, x.T @ y)[:3]
+        np.testing.assert_allclose(got[row], want, rtol=1e-8)
+
+
+def test_feedback_codes_default_to_the_roles_and_are_checked():
+    default = Roles.from_config(TYPES, ROLES)  # the radio vocabulary's own codes
+    np.testing.assert_array_equal(default.codes_T, [1.0, 0.33, -0.33, -1.0])
+    other = ("love", "meh", "nope")
+    roles = ConfigDict(dict(input=other, positive=("love",), negative=("nope",)))
+    np.testing.assert_array_equal(Roles.from_config(other, roles).codes_T, [1.0, 0.0, -1.0])
+    given = ConfigDict(dict(ROLES, codes={"play": 0.5, "skip": -0.25}))
+    np.testing.assert_array_equal(Roles.from_config(TYPES, given).codes_T, [1.0, 0.5, -0.25, -1.0])
+    with pytest.raises(
+        ValueError, match=r"config.feedback.codes: unknown feedback type\(s\) \['skp'\]"
+    ):
+        Roles.from_config(TYPES, ConfigDict(dict(ROLES, codes={"skp": -0.5})))
+    with pytest.raises(ValueError, match=r"config.feedback.codes.skip: a number in \[-1, 1\]"):
+        Roles.from_config(TYPES, ConfigDict(dict(ROLES, codes={"skip": -2})))
+
+
+def test_feedback_codes_are_checked_before_data_is_read():
+    from jaxrec.config import validate_config
+    from tests.tiny import tiny_config
+
+    cfg = tiny_config()
+    cfg.feedback.codes = {"thumbs_dwn": -1.0}
+    with pytest.raises(ValueError, match="config.feedback.codes: unknown feedback type"):
+        validate_config(cfg)  # the simulator's vocabulary is known without simulating
+
+
+def test_item_appeal_taste_adds_the_history_taste_and_tunes_on_validation(cfg):
+    data = prepare_data(cfg)
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    tried = []
+
+    def tune(scorer, metric=None):
+        tried.append(metric)
+        items, fb = data.valid.items_NxL[:8], data.valid.feedback_NxL[:8]
+        return -float(np.abs(scorer(items, fb)).mean())  # any deterministic preference
+
+    scorer = baselines.item_appeal_taste(counts, tune)
+    assert set(scorer.weights) == {"gamma", "ridge"}
+    assert scorer.weights["gamma"] in baselines.TASTE_GAMMA_GRID
+    assert scorer.weights["ridge"] in baselines.TASTE_RIDGE_GRID
+    assert tried[0] == "pairwise_accuracy"
+    # Its scores: item_appeal_repeats plus gamma x the factors . the history's taste.
+    items, fb = data.test.items_NxL[:4], data.test.feedback_NxL[:4]
+    q, b = fit_taste_factors(counts)
+    taste = baselines.history_taste(q, b, counts.codes_T, items, fb, scorer.weights["ridge"])
+    want = baselines.item_appeal_repeats(counts)(items, fb) + scorer.weights["gamma"] * taste @ q.T
+    np.testing.assert_allclose(scorer(items, fb), want, rtol=1e-4, atol=1e-4)
+
+
+def test_taste_weights_come_from_validation_pairs_or_none(cfg):
+    data = prepare_data(cfg)
+    counts = TrainingCounts.from_split(data.events, data.roles, data.labels)
+    factors = fit_taste_factors(counts)
+    chosen = baselines.taste_weights(counts, factors, data.valid)
+    assert chosen["gamma"] in baselines.TASTE_GAMMA_GRID
+    assert chosen["ridge"] in baselines.TASTE_RIDGE_GRID
+    no_pairs = dataclasses.replace(data.valid, window_label_NxW=np.abs(data.valid.window_label_NxW))
+    assert baselines.taste_weights(counts, factors, no_pairs) is None
