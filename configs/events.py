@@ -21,6 +21,10 @@ in ``get_config``:
   ``c.feedback.positive = ("thumbs_up", "play")``, ``c.feedback.negative = ("skip",
   "thumbs_down")``. Rows with a value not listed are dropped and counted in the run's
   data_report.json;
+* ``c.feedback.codes``: how much each type says the listener likes the song, in [-1, 1], for
+  the taste the appeal head reads (e.g. ``{"complete": 1.0, "partial": 0.0, "skip": -1.0}``
+  below); a type left out gets the radio vocabulary's code (thumbs_up 1, play 0.33, skip
+  -0.33, thumbs_down -1) or +1 positive / -1 negative / 0;
 * ``c.data.window`` / ``c.data.max_len``: events per test window and per input (the shipped
   sessions hold 15-20 events).
 

@@ -220,7 +220,7 @@ def get_config() -> ConfigDict:
     c.eval.pair_score = "auto"  # pairwise accuracy from: auto (appeal if any) | catalog | appeal
     c.eval.filter_seen = False  # music repeats: a seen song may be the right next one
     # Fitted on the training part and scored on the same test windows at the end of every run.
-    c.eval.baselines = BASELINES  # all six (docs/baselines.md); () turns them off
+    c.eval.baselines = BASELINES  # all eight (docs/baselines.md); () turns them off
 
     c.mesh = ConfigDict()
     c.mesh.shape = (-1, 1)  # (data, model); -1 takes all remaining devices

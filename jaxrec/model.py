@@ -543,8 +543,9 @@ class SequenceModel(nnx.Module):
         """Appeal queries ``[..., A + 2]``: (q_a, 1, c) against :meth:`appeal_table`'s rows
         (f_i, a_i, 1), so the score is q_a . f_i + a_i + c (A = 0 without the personal term).
         The per-query offset c does not change the order of items; it lets the head be a
-        calibrated like-probability. With the appeal pool, its channels of the hidden state
-        lead, against the pool's item vectors: (p, q_a, 1, c) . (e_i, f_i, a_i, 1)."""
+        calibrated like-probability. With the appeal pool and the taste term, their channels of
+        the hidden state lead, against the pool's item vectors and the item factors:
+        (p, t, q_a, 1, c) . (e_i, g_i, f_i, a_i, 1)."""
         proj = self.appeal_proj(hidden_BxLxD[..., : self.width])
         ones = jnp.ones((*proj.shape[:-1], 1), proj.dtype)
         # The pool's and the taste term's channels (encode) lead, as their rows do in the table.
@@ -553,7 +554,8 @@ class SequenceModel(nnx.Module):
 
     def appeal_table(self) -> jax.Array:
         """Appeal rows ``[V + 1, A + 2]``: the item vectors, the appeal bias, 1; with the appeal
-        pool, its unit item vectors (:meth:`pool_table`) lead."""
+        pool and the taste term, the pool's unit item vectors (:meth:`pool_table`), then the
+        item factors, lead."""
         bias = self.appeal_bias.embedding[: self.num_items + 1]
         parts = [bias, jnp.ones_like(bias)]
         table = self._output_table()
