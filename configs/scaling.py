@@ -8,9 +8,9 @@ and catalog repeat terms on; docs/results/README.md): 30,000 listeners with the 
 (inherited from the quickstart), 3 seeds, 13 epochs = 6,058 steps, 36-37 min each on one core
 while the other ran a second seed: pairs 0.8230 pooled, 61% of the way from
 item_appeal_repeats to the history ceiling; 100,000 listeners before the taste term, one
-seed, 13 epochs = 20,176 steps, 101 min on 2 cores shared with other jobs. That run selected its last
-validation, still rising, and said so: the budget is the quickstart's passes over the data on
-purpose, so that sizes compare at equal epochs, and a longer one did not fit the session.
+seed, 13 epochs = 20,176 steps, 101 min on 2 cores shared with other jobs. Those runs selected
+their last validation, still rising, and said so: the budget is the quickstart's passes over
+the data on purpose, so that sizes compare at equal epochs.
 """
 
 from pathlib import Path

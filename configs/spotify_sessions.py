@@ -8,19 +8,21 @@ Sessions are the contexts (MSSD has no user ids). `complete` plays are positives
 The catalog head: the full softmax (from the quickstart) with the skips as explicit negatives,
 the explicit contrast over the next 4 events (weight 3) and a learned item bias started at the
 logit of each track's training positive rate. The appeal head (which orders a session's pairs)
-starts at the item_appeal_repeats fit and reads item-kNN over the session's reactions
-(model.appeal_pool, from the quickstart); its item effects stay at the fit, its repeat and pool
-weights and mood train. The catalog score also reads the session's earlier reactions to each
+starts at the item_appeal_taste fit (item effects, repeats and the session's taste through ALS
+item factors, codes below) and reads item-kNN over the session's reactions (model.appeal_pool,
+from the quickstart); its item effects stay at the fit, its repeat and pool weights and mood
+train. The catalog score also reads the session's earlier reactions to each
 track (model.catalog_repeats, docs/losses.md): sessions replay tracks, and the learned weights
 say a track completed earlier is likely again while the one just heard is not.
-Measured (3 seeds, 2026-12-06, 24 epochs = 1,512 steps, 8.2-8.7 min each on 2 cores shared
-with 2-3 other training jobs,
-`python -m bench.pooled_comparison` on the three workdirs): test HR@10 0.3887 / 0.3913 /
-0.3779, NDCG@10 0.2187 / 0.2192 / 0.2105, both beating the best baseline, ease_repeats 0.2811 /
-0.1425 (HR@10 +0.1049 [+0.0918, +0.1179]); pairwise accuracy 0.6040 / 0.6045 / 0.6077, pooled
-0.6054, level with item_appeal 0.6008 (+0.0046 [-0.0013, +0.0104]). With the sampled softmax
-and no pool (the config before, seeds 0-2): HR@10 0.3754 / 0.3652 / 0.3724. The run selects its
-last validation (and says so): the cosine schedule decays to a tenth of the rate there.
+Measured (3 seeds, 2026-12-07, code of ec94e8f, 24 epochs = 1,512 steps, 5-9 min each,
+`python -m bench.pooled_comparison` on the three workdirs): test HR@10 0.3843 / 0.3928 /
+0.3719, NDCG@10 0.2166 / 0.2175 / 0.2110, both beating the best baseline, ease_repeats 0.2811 /
+0.1425 (HR@10 +0.1019 [+0.0895, +0.1147]); pairwise accuracy 0.6104 / 0.6103 / 0.6083, pooled
+0.6096, above item_appeal 0.6008 (+0.0089 [+0.0003, +0.0177]) and level with item_appeal_taste
+0.6083 (+0.0013 [-0.0022, +0.0050]). Before the taste term: pairs 0.6054 pooled. With the
+sampled softmax and no pool (an earlier config, seeds 0-2): HR@10 0.3754 / 0.3652 / 0.3724.
+The run selects its last validation (and says so): the cosine schedule decays to a tenth of
+the rate there.
 """
 
 from pathlib import Path

@@ -176,10 +176,10 @@ def get_config() -> ConfigDict:
     c.optim.bias_lr_multiplier = 1.0  # x learning rate for the catalog's per-item bias
     c.optim.appeal_bias_lr_multiplier = 1.0  # the same for the appeal head's (0: frozen)
     c.optim.appeal_repeat_lr_multiplier = 1.0  # and for its repeat weights
-    # The taste term's weight and ridge: held where validation put them (0). The item factors
-    # were fitted on the training windows, so there the taste looks surer than it is; learnt on
-    # them, the ridge fell from 3 to 0.45 and test pairs from 0.8035 to 0.7932 (quickstart,
-    # seed 0; docs/results/README.md).
+    # The taste term's weight: held where validation put it (0; its ridge always is). The item
+    # factors were fitted on the training windows, so there the taste looks surer than it is;
+    # learnt on them, the ridge fell from 3 to 0.45 and test pairs from 0.8035 to 0.7932
+    # (quickstart, seed 0; docs/results/README.md).
     c.optim.appeal_taste_lr_multiplier = 0.0
     c.optim.appeal_pool_lr_multiplier = 10.0  # and for its pool weights (model.appeal_pool)
     # The catalog repeat term's 2 x (T + 2) weights: at the transformer's rate they could move

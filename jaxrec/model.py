@@ -328,8 +328,9 @@ class SequenceModel(nnx.Module):
         # item factors, and song i's appeal gains q_i . beta (the item_appeal_taste baseline's
         # form). Factors, offsets and codes are set from a fit of the training part
         # (jaxrec.assembly) and read with the gradient stopped; the scale gamma and the ridge
-        # (log lambda) are chosen on validation, and learn only if optim.appeal_taste_lr_multiplier
-        # says so (by default they do not: the factors were fitted on the training windows).
+        # (log lambda) are chosen on validation; the ridge stays there, gamma learns only if
+        # optim.appeal_taste_lr_multiplier says so (by default it does not: the factors were
+        # fitted on the training windows).
         self.taste_table = nnx.data(None)  # [rows, R + 1]: factors, then the item offset
         self.taste_codes = nnx.data(None)  # [T + 2]: the code of each feedback token
         self.appeal_taste = nnx.data(None)  # (gamma, log lambda)
@@ -504,18 +505,33 @@ class SequenceModel(nnx.Module):
         items' factors."""
         table = jax.lax.stop_gradient(self.taste_table[...])
         codes = jax.lax.stop_gradient(self.taste_codes[...])
-        gamma, log_lam = self.appeal_taste[...][0], self.appeal_taste[...][1]
+        # The ridge is fixed at its validation choice (no gradient through the solve).
+        gamma, log_lam = self.appeal_taste[...][0], jax.lax.stop_gradient(self.appeal_taste[...][1])
         length, rank = items_BxL.shape[1], table.shape[1] - 1
         real_BxL = (items_BxL > 0).astype(jnp.float32)
         rows_BxLxA = table[items_BxL]
         x_BxLxA = jnp.concatenate([rows_BxLxA[..., :rank], jnp.ones_like(real_BxL)[..., None]], -1)
         x_BxLxA = x_BxLxA * real_BxL[..., None]
         code_BxL = (codes[feedback_BxL] - rows_BxLxA[..., rank]) * real_BxL
-        reads_BxQxL = jnp.tril(jnp.ones((length, length)))[None]
+        # Running sums over the slots; a packed slot takes off what came before its segment.
+        gram = jnp.cumsum(x_BxLxA[..., :, None] * x_BxLxA[..., None, :], axis=1)
+        rhs = jnp.cumsum(x_BxLxA * code_BxL[..., None], axis=1)
         if segment_BxL is not None:
-            reads_BxQxL = reads_BxQxL * (segment_BxL[:, :, None] == segment_BxL[:, None, :])
-        gram = jnp.einsum("bql,bla,blc->bqac", reads_BxQxL, x_BxLxA, x_BxLxA)
-        rhs = jnp.einsum("bql,bla,bl->bqa", reads_BxQxL, x_BxLxA, code_BxL)
+            slot_L = jnp.arange(length)
+            first_BxL = jnp.concatenate(
+                [
+                    jnp.ones_like(segment_BxL[:, :1], bool),
+                    segment_BxL[:, 1:] != segment_BxL[:, :-1],
+                ],
+                axis=1,
+            )
+            start_BxL = jax.lax.cummax(jnp.where(first_BxL, slot_L, 0), axis=1)
+            before = start_BxL - 1  # the slot before the segment (-1: none)
+            take = jnp.maximum(before, 0)
+            rows = jnp.arange(items_BxL.shape[0])[:, None]
+            keep = (before >= 0).astype(jnp.float32)
+            gram = gram - gram[rows, take] * keep[..., None, None]
+            rhs = rhs - rhs[rows, take] * keep[..., None]
         ridge_A = jnp.concatenate([jnp.full((rank,), jnp.exp(log_lam)), jnp.full((1,), 1e-3)])
         beta = jnp.linalg.solve(gram + jnp.diag(ridge_A), rhs[..., None])[..., 0]
         return gamma * beta[..., :rank]
