@@ -14,7 +14,7 @@ with its interval above 0 (pairs +0.0027 over item_appeal_taste, +0.0103 over
 item_appeal_repeats). Seeds 0 and 2 selected their model before the last validation (epochs 8
 and 12 of 13); seed 1 at the last, still rising, and its run said so: the budget is held to
 the quickstart's 3 minutes on 2 cores, and seeds 0 and 2 show it near convergence. After a
-thumbs-down on its top song that song leaves the top 10 in 81.7% of 6,000 test histories (seed 0)
+thumbs-down on its top song that song leaves the top 10 in 79-82% of 6,000 test histories
 (`jaxrec eval --workdir W --responsiveness`). Against the baselines and the ceilings:
 docs/results/README.md ("Reading taste through fitted item factors").
 Every field can be overridden on the command line, e.g. ``--config.train.epochs=20``.
