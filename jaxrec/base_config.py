@@ -252,13 +252,11 @@ ABSENT_MEANS: dict[str, Any] = {
     "optim.catalog_repeat_lr_multiplier": 1.0,
     "optim.schedule": "cosine",
     "optim.appeal_pool_lr_multiplier": 10.0,  # steps nothing without the pool
-    "optim.appeal_taste_lr_multiplier": 10.0,  # steps nothing without the taste term
     "loss.full_softmax_weight": 0.0,
     "loss.sampled_weight": 1.0,
     "loss.appeal_weight": 0.0,
     "loss.counterfactual_weight": 0.0,
     "data.contrast_window": 0,
-    "feedback.codes": ConfigDict(),
     "model.appeal_taste": False,
     "model.random_bits": "threefry",
     "loss.random_bits": "threefry",

@@ -334,21 +334,28 @@ def test_the_pool_by_hand(shared):
     np.testing.assert_allclose(cut[3:], np.stack([e[5], e[5] - 4.0 * e[9]]), rtol=1e-5, atol=1e-6)
 
 
-def test_the_appeal_score_gains_the_pooled_cosines_and_the_catalog_nothing():
-    off, on = _pool_model(np.zeros(6)), _pool_model(W_T)
-    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
+CANDIDATES = jnp.asarray([[3, 7, 11]], jnp.int32)
+
+
+def _appeal_gain(off: SequenceModel, on: SequenceModel) -> np.ndarray:
+    """``[C]`` how much ``on``'s appeal scores of :data:`CANDIDATES` exceed ``off``'s for the
+    pool history; asserts the catalog queries are the same."""
     hid_off = inference.user_hidden(off, POOL_ITEMS, POOL_FEEDBACK)
     hid_on = inference.user_hidden(on, POOL_ITEMS, POOL_FEEDBACK)
-    delta = np.asarray(
-        inference.appeal_scores(on, hid_on, cand, POOL_ITEMS, POOL_FEEDBACK)
-        - inference.appeal_scores(off, hid_off, cand, POOL_ITEMS, POOL_FEEDBACK)
-    )
-    e = _unit_table(on)
-    pool = 2.0 * e[5] - 4.0 * (e[7] + e[9]) / 2 + 1.0 * e[5]
-    np.testing.assert_allclose(delta[0], e[[3, 7, 11]] @ pool, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(
         np.asarray(on.catalog_query(hid_on)), np.asarray(off.catalog_query(hid_off))
     )
+    delta = inference.appeal_scores(
+        on, hid_on, CANDIDATES, POOL_ITEMS, POOL_FEEDBACK
+    ) - inference.appeal_scores(off, hid_off, CANDIDATES, POOL_ITEMS, POOL_FEEDBACK)
+    return np.asarray(delta)[0]
+
+
+def test_the_appeal_score_gains_the_pooled_cosines_and_the_catalog_nothing():
+    off, on = _pool_model(np.zeros(6)), _pool_model(W_T)
+    e = _unit_table(on)
+    pool = 2.0 * e[5] - 4.0 * (e[7] + e[9]) / 2 + 1.0 * e[5]
+    np.testing.assert_allclose(_appeal_gain(off, on), e[[3, 7, 11]] @ pool, rtol=1e-4, atol=1e-5)
 
 
 def test_only_the_pool_weights_learn_through_the_pool():
@@ -533,19 +540,10 @@ def test_the_taste_by_hand_is_the_baselines_ridge_of_each_prefix():
 
 def test_the_appeal_score_gains_the_taste_and_the_catalog_nothing():
     off, on = _taste_model(gamma=0.0), _taste_model()
-    cand = jnp.asarray([[3, 7, 11]], jnp.int32)
-    hid_off = inference.user_hidden(off, POOL_ITEMS, POOL_FEEDBACK)
-    hid_on = inference.user_hidden(on, POOL_ITEMS, POOL_FEEDBACK)
-    delta = np.asarray(
-        inference.appeal_scores(on, hid_on, cand, POOL_ITEMS, POOL_FEEDBACK)
-        - inference.appeal_scores(off, hid_off, cand, POOL_ITEMS, POOL_FEEDBACK)
-    )
     taste = np.asarray(on.history_taste(POOL_ITEMS, POOL_FEEDBACK))[0, -1]
     table = np.asarray(on.taste_table[...])
-    np.testing.assert_allclose(delta[0], table[[3, 7, 11], :3] @ taste, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(
-        np.asarray(on.catalog_query(hid_on)), np.asarray(off.catalog_query(hid_off))
-    )
+    want = table[[3, 7, 11], :3] @ taste
+    np.testing.assert_allclose(_appeal_gain(off, on), want, rtol=1e-4, atol=1e-5)
 
 
 def test_only_the_taste_weight_learns_through_the_taste():

@@ -297,19 +297,20 @@ def item_appeal_taste(
     else :func:`fit_taste_factors`), the weight ``gamma`` and ridge ``lam`` chosen by ``tune``
     on validation pairwise accuracy (on windows without pairs, the run's tuning metric): gamma
     first at the middle ridge, then the ridge."""
-    base = _memo(item_appeal_repeats(counts))
+    fitted = item_appeal_repeats(counts)
+    base = _memo(fitted)  # scored once per validation batch, not once per candidate
     factors = fit_taste_factors(counts) if factors is None else factors
     metric = "pairwise_accuracy"
-    if not np.isfinite(tune(with_taste(counts, base, factors, 3.0, 1.0), metric)):
-        metric = None
     lam0 = TASTE_RIDGE_GRID[1]
+    if not np.isfinite(tune(with_taste(counts, base, factors, lam0, 1.0), metric)):
+        metric = None
     gamma = max(
         TASTE_GAMMA_GRID, key=lambda g: tune(with_taste(counts, base, factors, lam0, g), metric)
     )
     lam = max(
         TASTE_RIDGE_GRID, key=lambda r: tune(with_taste(counts, base, factors, r, gamma), metric)
     )
-    scorer = with_taste(counts, item_appeal_repeats(counts), factors, lam, gamma)
+    scorer = with_taste(counts, fitted, factors, lam, gamma)
     scorer.weights = {"gamma": gamma, "ridge": lam}  # type: ignore[attr-defined]
     return scorer
 
